@@ -1,0 +1,3 @@
+from bg_platform.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,64 @@
+"""`bgp <command>` (also `python -m bg_platform`): one subcommand per DVC stage plus tools.
+
+Heavy libraries (torch, diffusers, great_expectations) are imported inside the command that needs
+them, so `bgp --help` and the DAG files stay fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from bg_platform.errors import BgError
+
+# name -> module. Each command module is light at import time and defines
+#   HELP: str, add_arguments(parser) -> None, run(args, params) -> int
+# (heavy imports go inside run()).
+COMMANDS: dict[str, str] = {
+    "config": "bg_platform.commands.config",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bgp", description=__doc__.splitlines()[0])
+    parser.add_argument("--params", default=os.environ.get("BGP_PARAMS", "params.yaml"), help="params file")
+    parser.add_argument(
+        "--profile", action="append", default=[], metavar="YAML", help="overlay merged over --params (repeatable)"
+    )
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="<command>")
+    for name, module_name in COMMANDS.items():
+        module = importlib.import_module(module_name)
+        p = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        module.add_arguments(p)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+    os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+    try:
+        from bg_platform import config
+
+        params = config.load(args.params, args.profile)
+        return int(importlib.import_module(COMMANDS[args.command]).run(args, params) or 0)
+    except BgError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

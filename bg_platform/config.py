@@ -1,0 +1,203 @@
+"""The only reader of params.yaml: one frozen dataclass per stage section.
+
+Every problem in a params file (unknown key, wrong type, out-of-range value) is reported at once, in
+one message, with the YAML key path, the value found and what is expected. Overlay files (profiles)
+are deep-merged over the base file, so a profile only lists what it changes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic.dataclasses import dataclass
+
+from bg_platform.errors import ConfigError
+
+_STRICT = ConfigDict(extra="forbid", strict=True)
+BRAND_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,39}$"
+CATEGORY_PATTERN = r"^[a-z0-9][a-z0-9_ -]{0,59}$"
+
+
+def F(default: Any, help: str, **constraints: Any) -> Any:  # noqa: A002 - `help` reads best here
+    """A field with its help string (shown by `bgp config --explain`) and pydantic constraints."""
+    if isinstance(default, list | dict | tuple) or dataclasses.is_dataclass(default):
+        value = default
+        return Field(default_factory=lambda: value, description=help, **constraints)
+    return Field(default, description=help, **constraints)
+
+
+@dataclass(frozen=True, config=_STRICT)
+class DatasetConfig:
+    source: Literal["synth", "bg60k", "folder"] = F("synth", "which importer feeds the pipeline")
+    dir: str = F("data/dataset", "output folder: manifest.parquet + images/ + masks/")
+
+
+@dataclass(frozen=True, config=_STRICT)
+class SynthConfig:
+    seed: int = F(0, "master seed; the same seed gives byte-identical data")
+    image_size: int = F(64, "square image side in pixels", ge=32, le=1024)
+    categories: tuple[str, ...] = F(
+        ("marble", "wood", "studio", "fabric", "outdoor", "tiles", "bokeh", "paper"),
+        "background categories to generate (a subset of bg_platform.data.synth.CATEGORIES)",
+        min_length=1,
+    )
+    samples_per_category: int = F(500, "category-default samples per category", ge=1)
+    brands: tuple[str, ...] = F(
+        ("aurora", "kinetic", "verdant"), "brands to generate (subset of bg_platform.data.synth.BRANDS)"
+    )
+    samples_per_brand: int = F(80, "brand-style samples per brand (references + held-out)", ge=0)
+    products: int = F(400, "distinct parametric product instances", ge=10)
+    val_fraction: float = F(0.1, "share of products held out for validation", ge=0.0, lt=0.5)
+    test_fraction: float = F(0.15, "share of products held out for test", gt=0.0, lt=0.5)
+    workers: int = F(0, "processes for generation (0 = all cores)", ge=0)
+
+
+@dataclass(frozen=True, config=_STRICT)
+class Bg60kConfig:
+    path: str = F("data/raw/bg60k", "folder with bg60k_imgs_*/, bg60k_masks_*/ and bg60k_info.txt")
+    info_file: str = F("bg60k_info.txt", "tab-separated filename<TAB>category listing")
+    limit: int = F(0, "import at most this many samples (0 = all)", ge=0)
+    seed: int = F(0, "seed of the train/val/test split", ge=0)
+    val_fraction: float = F(0.05, "share held out for validation", ge=0.0, lt=0.5)
+    test_fraction: float = F(0.05, "share held out for test", ge=0.0, lt=0.5)
+    alpha_threshold: int = F(128, "mask alpha >= this is product", ge=1, le=255)
+
+
+@dataclass(frozen=True, config=_STRICT)
+class FolderConfig:
+    path: str = F("data/raw/folder", "folder with images/, masks/ and categories.csv")
+    images_dir: str = F("images", "image subfolder")
+    masks_dir: str = F("masks", "mask subfolder (same stem as the image; white or alpha = product)")
+    categories_csv: str = F("categories.csv", "CSV with columns filename,category[,brand][,caption][,split]")
+    seed: int = F(0, "seed of the split for rows without one", ge=0)
+    val_fraction: float = F(0.1, "share held out for validation (rows without a split)", ge=0.0, lt=0.5)
+    test_fraction: float = F(0.1, "share held out for test (rows without a split)", ge=0.0, lt=0.5)
+
+
+@dataclass(frozen=True, config=_STRICT)
+class ImageIOConfig:
+    max_pixels: int = F(40_000_000, "refuse images with more pixels (decompression-bomb guard)", ge=1)
+    max_bytes: int = F(50_000_000, "refuse image files larger than this", ge=1)
+
+
+@dataclass(frozen=True, config=_STRICT)
+class ValidateConfig:
+    min_side: int = F(32, "smallest allowed image side", ge=1)
+    max_side: int = F(4096, "largest allowed image side", ge=1)
+    coverage_min: float = F(0.02, "smallest product share of the image", ge=0.0, le=1.0)
+    coverage_max: float = F(0.85, "largest product share of the image", ge=0.0, le=1.0)
+    mask_binary_min: float = F(0.98, "share of mask pixels that must be ~0 or ~255", ge=0.0, le=1.0)
+    min_per_category: int = F(20, "fewest samples a category may have", ge=1)
+    min_per_brand: int = F(3, "fewest samples a brand may have", ge=1)
+    known_categories: tuple[str, ...] = F(
+        (), "allowed categories; empty = the dataset's own source list (synth) or any name matching the pattern"
+    )
+    report_dir: str = F("reports/validation", "where report.md and gx_result.json go")
+
+
+@dataclass(frozen=True, config=_STRICT)
+class Params:
+    dataset: DatasetConfig = F(DatasetConfig(), "which dataset feeds the pipeline")
+    synth: SynthConfig = F(SynthConfig(), "BG-Synth, the embedded procedural dataset")
+    bg60k: Bg60kConfig = F(Bg60kConfig(), "importer for the public BG60k release layout")
+    folder: FolderConfig = F(FolderConfig(), "importer for a plain images + masks + CSV folder")
+    imageio: ImageIOConfig = F(ImageIOConfig(), "safe image reading limits")
+    validate: ValidateConfig = F(ValidateConfig(), "Great Expectations data validation")
+
+
+_ADAPTER = TypeAdapter(Params)
+
+
+def deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"params file not found: {path} (run from the repository root or pass --params)") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(data).__name__}")
+    return data
+
+
+def _describe(errors: Iterable[dict[str, Any]], source: str) -> str:
+    lines = []
+    for err in errors:
+        loc = ".".join(str(p) for p in err["loc"])
+        value = err.get("input")
+        if err["type"] == "unexpected_keyword_argument":
+            lines.append(f"  {loc}: unknown key (value {value!r}); remove it or fix its spelling")
+        else:
+            lines.append(f"  {loc}: {err['msg']} (got {value!r})")
+    return f"{source}: {len(lines)} problem(s) in params:\n" + "\n".join(lines)
+
+
+def parse(data: Mapping[str, Any], source: str = "params") -> Params:
+    """Validate a params mapping; every problem is reported in one ConfigError."""
+    try:
+        return _ADAPTER.validate_json(json.dumps(data))
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc.errors(), source)) from None
+
+
+def load(path: str | Path = "params.yaml", overlays: Iterable[str | Path] = ()) -> Params:
+    """Read params.yaml (and optional profile overlays merged over it) into frozen dataclasses."""
+    path = Path(path)
+    data = _read_yaml(path)
+    names = [str(path)]
+    for overlay in overlays:
+        data = deep_merge(data, _read_yaml(Path(overlay)))
+        names.append(str(overlay))
+    params = parse(data, " + ".join(names))
+    _cross_check(params, " + ".join(names))
+    return params
+
+
+def _cross_check(p: Params, source: str) -> None:
+    problems = []
+    if p.validate.coverage_min >= p.validate.coverage_max:
+        problems.append(
+            f"  validate.coverage_min ({p.validate.coverage_min}) must be below validate.coverage_max "
+            f"({p.validate.coverage_max})"
+        )
+    if p.validate.min_side > p.validate.max_side:
+        problems.append(f"  validate.min_side ({p.validate.min_side}) exceeds validate.max_side ({p.validate.max_side})")
+    if p.synth.val_fraction + p.synth.test_fraction >= 0.8:
+        problems.append("  synth.val_fraction + synth.test_fraction must leave at least 20% of products for training")
+    if problems:
+        raise ConfigError(f"{source}: {len(problems)} problem(s) in params:\n" + "\n".join(problems))
+
+
+def to_dict(obj: Any) -> dict[str, Any]:
+    """Plain-dict form of a config (for metadata files and reports)."""
+    return json.loads(TypeAdapter(type(obj)).dump_json(obj))
+
+
+def explain(cls: type = Params, prefix: str = "") -> list[str]:
+    """One line per key: dotted name, default and help string."""
+    lines = []
+    for name, info in cls.__pydantic_fields__.items():
+        default = info.get_default(call_default_factory=True)
+        key = f"{prefix}{name}"
+        if dataclasses.is_dataclass(default):
+            lines.append(f"{key}:  # {info.description or ''}")
+            lines.extend(explain(type(default), prefix=key + "."))
+        else:
+            lines.append(f"{key} = {default!r}  # {info.description or ''}")
+    return lines
