@@ -20,6 +20,8 @@ from bg_platform.errors import BgError
 # (heavy imports go inside run()).
 COMMANDS: dict[str, str] = {
     "config": "bg_platform.commands.config",
+    "synth": "bg_platform.commands.synth",
+    "contact-sheet": "bg_platform.commands.contact_sheet",
 }
 
 

@@ -31,19 +31,21 @@ def fractal_noise(rng: np.random.Generator, size: int, base_cells: int = 3, octa
     return out / total
 
 
-def blur(arr: np.ndarray, radius: float) -> np.ndarray:
-    """Gaussian blur of an (H, W) or (H, W, C) float array."""
-    if radius <= 0:
+def blur(arr: np.ndarray, sigma: float) -> np.ndarray:
+    """Separable Gaussian blur (reflect padding) of an (H, W) or (H, W, C) float array."""
+    if sigma <= 0:
         return arr
-    from PIL import ImageFilter
-
-    def one(ch: np.ndarray) -> np.ndarray:
-        im = Image.fromarray(np.ascontiguousarray(ch, dtype=np.float32)).filter(ImageFilter.GaussianBlur(radius))
-        return np.asarray(im, dtype=np.float32)
-
-    if arr.ndim == 2:
-        return one(arr)
-    return np.stack([one(arr[..., c]) for c in range(arr.shape[2])], axis=2)
+    r = max(1, int(np.ceil(3 * sigma)))
+    k = np.exp(-(np.arange(-r, r + 1, dtype=np.float32) ** 2) / (2 * sigma**2))
+    k /= k.sum()
+    out = arr.astype(np.float32)
+    for axis in (0, 1):
+        pad = [(0, 0)] * out.ndim
+        pad[axis] = (r, r)
+        padded = np.pad(out, pad, mode="reflect")
+        n = out.shape[axis]
+        out = sum(k[i] * np.take(padded, np.arange(i, i + n), axis=axis) for i in range(2 * r + 1))
+    return out
 
 
 def hsv_to_rgb(h: float, s: float, v: float) -> np.ndarray:
