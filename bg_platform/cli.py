@@ -20,6 +20,7 @@ from bg_platform.errors import BgError
 # (heavy imports go inside run()).
 COMMANDS: dict[str, str] = {
     "config": "bg_platform.commands.config",
+    "registry": "bg_platform.commands.registry",
     "synth": "bg_platform.commands.synth",
     "contact-sheet": "bg_platform.commands.contact_sheet",
 }
