@@ -21,6 +21,8 @@ from bg_platform.errors import BgError
 COMMANDS: dict[str, str] = {
     "config": "bg_platform.commands.config",
     "registry": "bg_platform.commands.registry",
+    "import": "bg_platform.commands.importers",
+    "validate": "bg_platform.commands.validate",
     "synth": "bg_platform.commands.synth",
     "contact-sheet": "bg_platform.commands.contact_sheet",
 }
