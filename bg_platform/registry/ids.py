@@ -62,12 +62,16 @@ def time_of(name: str) -> datetime | None:
 
 
 def check_brand(brand: object) -> str:
-    if not isinstance(brand, str) or not _BRAND_RE.fullmatch(brand):
+    if not is_brand(brand):
         raise RegistryError(
             f"brand id {brand!r} is not allowed: it must match {BRAND_PATTERN} (lower-case letters, digits, "
             "'_' and '-', at most 40 characters, starting with a letter or digit); rename the brand"
         )
     return brand
+
+
+def is_brand(name: object) -> bool:
+    return isinstance(name, str) and bool(_BRAND_RE.fullmatch(name))
 
 
 def is_version_id(text: object) -> bool:

@@ -201,9 +201,12 @@ class Event:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Event:
-        _check_keys("event", data, {"id", "brand", "action", "version"}, {"alias", "previous", "reasons", "force", "actor"})
+        optional = {"alias", "previous", "reasons", "force", "actor"}
+        _check_keys("event", data, {"id", "brand", "action", "version"}, optional)
         if data["action"] not in ACTIONS:
-            raise RegistryError(f"event {data['id']!r}: action {data['action']!r} is not one of {', '.join(ACTIONS)}")
+            raise RegistryError(
+                f"event {data['id']!r}: action {data['action']!r} is not one of {', '.join(ACTIONS)}"
+            )
         return cls(
             id=str(data["id"]),
             brand=str(data["brand"]),

@@ -33,8 +33,8 @@ def collect(src: str | Path | Iterable[str | Path]) -> list[tuple[str, Path]]:
             for path in paths:
                 if path.is_dir():
                     raise RegistryError(
-                        f"{path}: adapter folders must be flat, found the subfolder {path.name!r}; move its files up "
-                        "or publish a list of files"
+                        f"{path}: adapter folders must be flat, found the subfolder {path.name!r}; move its "
+                        "files up or publish a list of files"
                     )
         else:
             paths = [root]
@@ -96,4 +96,4 @@ def check_safetensors(path: Path) -> None:
             f"{path}: not a valid safetensors file ({exc}); save weights with safetensors.torch.save_file"
         ) from None
     if not keys:
-        raise RegistryError(f"{path}: the safetensors file holds no tensors; save the adapter's state dict into it")
+        raise RegistryError(f"{path}: the safetensors file holds no tensors; save the adapter's state dict in it")

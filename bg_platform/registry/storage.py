@@ -71,7 +71,7 @@ def modified_time(info: dict[str, Any]) -> datetime | None:
 class Storage:
     def __init__(self, root: str, **storage_options: Any):
         if not isinstance(root, str) or not root.strip():
-            raise RegistryError(f"registry root {root!r} is empty; pass a folder or a URL such as s3://bucket/registry")
+            raise RegistryError(f"registry root {root!r} is empty; pass a folder or a URL like s3://bucket/registry")
         self.url = root
         self.fs, path = url_to_fs(root, **storage_options)
         self.root = path.rstrip("/") or "/"
@@ -110,11 +110,12 @@ class Storage:
                 "tool: restore it from the event log (`bgp registry history`)"
             ) from None
 
-    def read_many(self, paths: list[str]) -> dict[str, bytes]:
-        """Several small files in one call (concurrent on async backends such as s3/gcs)."""
+    def read_many(self, paths: list[str], missing_ok: bool = False) -> dict[str, bytes]:
+        """Several small files in one call (concurrent on async backends such as s3/gcs); with
+        `missing_ok`, files that do not exist are left out instead of raising."""
         if not paths:
             return {}
-        out = self.fs.cat(paths)
+        out = self.fs.cat(list(paths), on_error="omit" if missing_ok else "raise")
         return out if isinstance(out, dict) else {paths[0]: out}
 
     def listdir(self, path: str) -> list[dict[str, Any]]:

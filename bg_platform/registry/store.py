@@ -26,22 +26,20 @@ Why this is safe under concurrency and crashes:
 from __future__ import annotations
 
 import getpass
-import hashlib
 import json
 import logging
 import os
 import posixpath
 import socket
 from collections.abc import Iterable
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from bg_platform.registry import aliases as alias_log
-from bg_platform.registry import sources
+from bg_platform.registry import gc as garbage
+from bg_platform.registry import integrity, sources
 from bg_platform.registry.errors import (
     AdapterIntegrityError,
-    FingerprintMismatch,
     RegistryError,
     RejectedVersion,
     UnknownName,
@@ -52,20 +50,18 @@ from bg_platform.registry.ids import (
     check_alias,
     check_brand,
     check_version,
+    is_brand,
     is_event_id,
     is_version_id,
     new_event_id,
     new_version_id,
-    time_of,
     utc_now,
 )
+from bg_platform.registry.integrity import CLAIM, METADATA
 from bg_platform.registry.metadata import Event, FileEntry, VersionInfo, VersionMetadata, check_json_mapping
-from bg_platform.registry.storage import TEMP_PREFIX, Progress, Storage, checksum_message, modified_time
+from bg_platform.registry.storage import Progress, Storage
 
 log = logging.getLogger(__name__)
-
-METADATA = "metadata.json"
-CLAIM = ".claim"
 
 
 def _actor() -> str:
@@ -137,7 +133,9 @@ class Registry:
         version = check_version(version) if version is not None else new_version_id()
         vdir = self._vdir(brand, version)
         if self.store.exists(posixpath.join(vdir, METADATA)):
-            raise VersionExists(f"{brand}/{version} already exists and versions are immutable; publish a new version")
+            raise VersionExists(
+                f"{brand}/{version} already exists and versions are immutable; publish a new version"
+            )
         claim = {"version": version, "actor": _actor(), "pid": os.getpid(), "started_at": utc_now().isoformat()}
         try:
             self.store.create(posixpath.join(vdir, CLAIM), json.dumps(claim).encode())
@@ -162,7 +160,7 @@ class Registry:
             **meta_fields,
         )
         self.store.put(posixpath.join(vdir, METADATA), meta.to_json())  # the commit point
-        self._append_event(Event(id=new_event_id(), brand=brand, action="publish", version=version, actor=_actor()))
+        self._append_event(Event(new_event_id(), brand, "publish", version, actor=_actor()))
         log.info("published %s/%s (%d files) to %s", brand, version, len(entries), self.root)
         return VersionInfo(meta, uri=self.store.uri(vdir))
 
@@ -183,25 +181,26 @@ class Registry:
             )
 
     # -- reading versions ------------------------------------------------------------------------
+    def _brand_dirs(self) -> list[str]:
+        """Folders under the root named like a brand (one listing; they may hold no version yet)."""
+        entries = self.store.listdir(self.store.root)
+        return sorted(e["name"] for e in entries if e.get("type") == "directory" and is_brand(e["name"]))
+
+    def _committed(self, brand: str) -> list[str]:
+        found = self.store.glob(self.store.path(brand, "versions", "*", METADATA))
+        return sorted(v for v in (posixpath.basename(posixpath.dirname(p)) for p in found) if is_version_id(v))
+
     def list_brands(self) -> list[str]:
         """Brands with at least one committed version."""
-        found = self.store.glob(self.store.path("*", "versions", "*", METADATA))
-        brands = set()
-        for path in found:
-            brand, _, version = Path(path).parts[-4:-1]
-            if is_version_id(version):
-                brands.add(brand)
-        return sorted(b for b in brands if _valid_brand(b))
+        return [brand for brand in self._brand_dirs() if self._committed(brand)]
 
     def list_versions(self, brand: str) -> list[str]:
         """Committed versions of a brand, oldest first (uploads in progress are never listed)."""
         brand = check_brand(brand)
-        found = self.store.glob(self.store.path(brand, "versions", "*", METADATA))
-        versions = sorted(v for v in (Path(p).parent.name for p in found) if is_version_id(v))
+        versions = self._committed(brand)
         if not versions:
-            raise UnknownName(
-                f"brand {brand!r} has no published versions in {self.root}; brands: {_short_list(self.list_brands())}"
-            )
+            brands = _short_list(self.list_brands())
+            raise UnknownName(f"brand {brand!r} has no published versions in {self.root}; brands: {brands}")
         return versions
 
     def get(self, brand: str, version: str) -> VersionInfo:
@@ -225,8 +224,8 @@ class Registry:
             ) from None
         if (meta.brand, meta.version) != (brand, version):
             raise AdapterIntegrityError(
-                f"{self.store.uri(vdir)}/{METADATA} describes {meta.brand}/{meta.version}, not {brand}/{version}; "
-                "the folder was copied or renamed by hand: republish the adapter"
+                f"{self.store.uri(vdir)}/{METADATA} describes {meta.brand}/{meta.version}, not "
+                f"{brand}/{version}; the folder was copied or renamed by hand: republish the adapter"
             )
         rejection = self.store.read_json(self.store.path(brand, "rejections", f"{version}.json"))
         if rejection:
@@ -258,9 +257,8 @@ class Registry:
     def aliases(self, brand: str) -> dict[str, str]:
         """{alias: version} for the aliases that are set."""
         brand = check_brand(brand)
-        paths = self.store.glob(self.store.path(brand, "aliases", "*.json"))
-        paths = [p for p in paths if posixpath.basename(p)[: -len(".json")] in ALIASES]
-        docs = [json.loads(raw) for raw in self.store.read_many(paths).values()]
+        paths = [self._alias_path(brand, alias) for alias in ALIASES]
+        docs = [json.loads(raw) for raw in self.store.read_many(paths, missing_ok=True).values()]
         return {doc["alias"]: doc["version"] for doc in sorted(docs, key=lambda d: d["alias"])}
 
     def production_versions(self) -> dict[str, str]:
@@ -268,112 +266,47 @@ class Registry:
 
         This is what the serving layer polls; it never reads version metadata or weights.
         """
-        paths = self.store.glob(self.store.path("*", "aliases", "production.json"))
+        paths = {self._alias_path(brand, "production"): brand for brand in self._brand_dirs()}
         out = {}
-        for path, raw in self.store.read_many(paths).items():
+        for path, raw in self.store.read_many(list(paths), missing_ok=True).items():
             doc = json.loads(raw)
-            brand = Path(path).parts[-3]
-            if _valid_brand(brand) and doc.get("brand") == brand:
-                out[brand] = doc["version"]
+            if doc.get("brand") != paths[path]:
+                raise RegistryError(f"{self.store.uri(path)} names brand {doc.get('brand')!r}; it was copied by hand")
+            out[paths[path]] = doc["version"]
         return dict(sorted(out.items()))
 
     # -- verification and loading ----------------------------------------------------------------
-    def _check_fingerprint(self, info: VersionInfo, expected: str | None) -> None:
-        if expected is not None and info.base_fingerprint != expected:
-            raise FingerprintMismatch(
-                f"{info.brand}/{info.version} was trained over base fingerprint {info.base_fingerprint!r} but the "
-                f"loaded base has fingerprint {expected!r} (expected {info.base_fingerprint!r}, actual {expected!r}); "
-                "load the matching base model or retrain the adapter on this base"
-            )
-
-    def verify(self, brand: str, alias_or_version: str, expected_base_fingerprint: str | None = None) -> VersionInfo:
+    def verify(
+        self, brand: str, alias_or_version: str, expected_base_fingerprint: str | None = None
+    ) -> VersionInfo:
         """Re-hash every stored file against metadata.json (and check the base fingerprint)."""
         info = self.resolve(brand, alias_or_version)
-        self._check_fingerprint(info, expected_base_fingerprint)
-        vdir = self._vdir(info.brand, info.version)
-        label = f"{info.brand}/{info.version}"
-        stored = {e["name"] for e in self.store.listdir(vdir)}
-        unexpected = sorted(stored - {e.name for e in info.files} - {METADATA, CLAIM})
-        if unexpected:
-            raise AdapterIntegrityError(
-                f"{label}: files {unexpected} were added to the immutable version folder {info.uri} after publish; "
-                "remove them (and find what wrote them)"
-            )
-        for entry in info.files:
-            path = posixpath.join(vdir, entry.name)
-            try:
-                sha256, size = self.store.hash_file(path)
-            except FileNotFoundError:
-                raise AdapterIntegrityError(
-                    f"{label}: file {entry.name} is missing from {info.uri} (expected sha256 {entry.sha256}); "
-                    "roll back or republish"
-                ) from None
-            if sha256 != entry.sha256:
-                raise AdapterIntegrityError(checksum_message(f"{label}: file {entry.name}", self.store.uri(path), entry.sha256, sha256))
-            if size != entry.size:  # pragma: no cover - a size change always changes the hash
-                raise AdapterIntegrityError(f"{label}: file {entry.name} has {size} bytes, expected {entry.size}")
+        integrity.check_fingerprint(info, expected_base_fingerprint)
+        integrity.verify(self.store, self._vdir(info.brand, info.version), info)
         return info
 
     def download(
         self, brand: str, version: str, dest_dir: str | Path, expected_base_fingerprint: str | None = None
     ) -> Path:
-        """Copy a verified version into a local folder; returns the folder.
+        """Copy a verified version (files + metadata.json) into a local folder; returns the folder.
 
-        Each file is hashed while it is copied and only renamed into place if its sha256 matches,
+        Each file is hashed while it is copied and renamed into place only if its sha256 matches,
         so `dest_dir` never holds an unverified adapter file.
         """
         info = self.resolve(brand, version)
-        self._check_fingerprint(info, expected_base_fingerprint)
-        dest = Path(dest_dir)
-        dest.mkdir(parents=True, exist_ok=True)
-        vdir = self._vdir(info.brand, info.version)
-        for entry in info.files:
-            try:
-                self.store.download(
-                    posixpath.join(vdir, entry.name), dest / entry.name, entry.sha256, f"{info.brand}/{info.version}: file {entry.name}"
-                )
-            except FileNotFoundError:
-                raise AdapterIntegrityError(
-                    f"{info.brand}/{info.version}: file {entry.name} is missing from {info.uri}; roll back or republish"
-                ) from None
-        (dest / METADATA).write_bytes(info.metadata.to_json())
-        return dest
+        integrity.check_fingerprint(info, expected_base_fingerprint)
+        return integrity.download(self.store, self._vdir(info.brand, info.version), info, Path(dest_dir))
 
     def read_weights(self, brand: str, version: str, expected_base_fingerprint: str) -> dict[str, Any]:
-        """All tensors of a version's .safetensors files, after checking fingerprint and sha256.
-
-        The bytes that are hashed are the bytes that are parsed (no re-read between check and
-        load), and parsing is safetensors only: nothing is unpickled.
-        """
+        """All tensors of a version's .safetensors files (torch), after the fingerprint and sha256 checks."""
         if not isinstance(expected_base_fingerprint, str) or not expected_base_fingerprint:
             raise RegistryError(
-                f"expected_base_fingerprint must be the loaded base's fingerprint, got {expected_base_fingerprint!r}"
+                "expected_base_fingerprint must be the loaded base's fingerprint (a non-empty string), got "
+                f"{expected_base_fingerprint!r}"
             )
-        from safetensors import SafetensorError
-        from safetensors.torch import load as load_safetensors
-
         info = self.resolve(brand, version)
-        self._check_fingerprint(info, expected_base_fingerprint)
-        label = f"{info.brand}/{info.version}"
-        tensors: dict[str, Any] = {}
-        for entry in info.metadata.weight_files:
-            path = posixpath.join(self._vdir(info.brand, info.version), entry.name)
-            try:
-                data = self.store.read_bytes(path)
-            except FileNotFoundError:
-                raise AdapterIntegrityError(f"{label}: file {entry.name} is missing from {info.uri}") from None
-            actual = hashlib.sha256(data).hexdigest()
-            if actual != entry.sha256:
-                raise AdapterIntegrityError(checksum_message(f"{label}: file {entry.name}", self.store.uri(path), entry.sha256, actual))
-            try:
-                loaded = load_safetensors(data)
-            except SafetensorError as exc:
-                raise AdapterIntegrityError(f"{label}: file {entry.name} is not valid safetensors ({exc})") from None
-            clash = sorted(tensors.keys() & loaded.keys())
-            if clash:
-                raise AdapterIntegrityError(f"{label}: tensors {clash[:5]} appear in more than one weights file")
-            tensors.update(loaded)
-        return tensors
+        integrity.check_fingerprint(info, expected_base_fingerprint)
+        return integrity.read_weights(self.store, self._vdir(info.brand, info.version), info)
 
     # -- aliases, rejection, history -------------------------------------------------------------
     def _append_event(self, event: Event) -> None:
@@ -389,7 +322,9 @@ class Registry:
             try:
                 events.append(Event.from_dict(json.loads(raw)))
             except (ValueError, TypeError, KeyError) as exc:
-                raise RegistryError(f"{self.store.uri(path)}: unreadable event ({exc}); restore or remove it") from None
+                raise RegistryError(
+                    f"{self.store.uri(path)}: unreadable event ({exc}); restore it from a backup or remove it"
+                ) from None
         if not events:
             self.list_versions(brand)  # unknown brand -> error listing the brands
         return sorted(events, key=lambda e: e.id)
@@ -397,7 +332,8 @@ class Registry:
     def _write_alias(self, brand: str, alias: str, events: list[Event]) -> None:
         stack = alias_log.replay(events, alias)
         if stack:
-            doc = alias_log.alias_doc(brand, alias, stack[-1], alias_log.last_event_id(events, alias), utc_now().isoformat())
+            last = alias_log.last_event_id(events, alias)
+            doc = alias_log.alias_doc(brand, alias, stack[-1], last, utc_now().isoformat())
             self.store.put(self._alias_path(brand, alias), json.dumps(doc, sort_keys=True).encode())
 
     def _change_alias(self, brand: str, alias: str, action: str, target: str | None, force: bool) -> VersionInfo:
@@ -415,8 +351,8 @@ class Registry:
             info = self.get(brand, target)
             if info.rejected and not force:
                 raise RejectedVersion(
-                    f"{brand}/{info.version} was rejected ({'; '.join(info.reasons)}); refusing to make it {alias}. "
-                    "Pass force=True (CLI: --force) if you really mean it"
+                    f"{brand}/{info.version} was rejected ({'; '.join(info.reasons)}); refusing to make it "
+                    f"{alias}. Pass force=True (CLI: --force) if you really mean it"
                 )
             if action == "set" and current == info.version:
                 return info
@@ -456,56 +392,22 @@ class Registry:
         brand, version = info.brand, info.version
         with self.store.lock(brand, ".lock"):
             merged = list(dict.fromkeys([*self.get(brand, version).reasons, *reasons]))
-            event = Event(id=new_event_id(), brand=brand, action="reject", version=version, reasons=tuple(reasons), actor=_actor())
-            doc = {"brand": brand, "version": version, "reasons": merged, "event": event.id, "rejected_at": utc_now().isoformat()}
-            self.store.put(self.store.path(brand, "rejections", f"{version}.json"), json.dumps(doc, sort_keys=True).encode())
+            event = Event(new_event_id(), brand, "reject", version, reasons=tuple(reasons), actor=_actor())
+            doc = {"brand": brand, "version": version, "reasons": merged, "event": event.id}
+            path = self.store.path(brand, "rejections", f"{version}.json")
+            self.store.put(path, json.dumps(doc, sort_keys=True).encode())  # the guard first, then the record
             self._append_event(event)
         return VersionInfo(info.metadata, "rejected", tuple(merged), info.uri)
 
     # -- housekeeping ----------------------------------------------------------------------------
     def gc(self, older_than_s: float, *, dry_run: bool = False) -> list[str]:
-        """Delete abandoned uploads (version folders without metadata.json) and leftover temp files
-        older than `older_than_s` seconds. Committed versions are never touched.
+        """Delete abandoned uploads and leftover temp files older than `older_than_s` seconds.
 
-        Keep the threshold well above the longest upload (the default CLI value is a day): an
-        upload still in progress that is older gets deleted, and that publish then fails
-        instead of committing.
+        Committed versions are never touched. Keep the threshold well above the longest upload
+        (the CLI default is a day): an upload still running past it is deleted, and that publish
+        then fails before its commit instead of committing a broken version.
         """
-        if not isinstance(older_than_s, int | float) or older_than_s < 0:
-            raise RegistryError(f"older_than_s must be a number of seconds >= 0, got {older_than_s!r}")
-        now = utc_now()
+        removed = garbage.collect(self.store, older_than_s, dry_run)
+        log.info("gc %s: %s %d item(s)", self.root, "would remove" if dry_run else "removed", len(removed))
+        return removed
 
-        def old(*times: datetime | None) -> bool:
-            known = [t for t in times if t is not None]
-            return bool(known) and (now - max(known)).total_seconds() > older_than_s
-
-        removed = []
-        for brand_entry in self.store.listdir(self.store.root):
-            brand = brand_entry["name"]
-            if brand_entry.get("type") != "directory" or not _valid_brand(brand):
-                continue
-            for vdir in self.store.listdir(self.store.path(brand, "versions")):
-                if vdir.get("type") != "directory" or not is_version_id(vdir["name"]):
-                    continue
-                inside = self.store.listdir(vdir["path"])
-                if any(e["name"] == METADATA for e in inside):
-                    continue  # committed: immutable, never collected
-                if old(time_of(vdir["name"]), *(modified_time(e) for e in inside)):
-                    removed.append(vdir["path"])
-            for folder in ("aliases", "events", "rejections"):
-                for entry in self.store.listdir(self.store.path(brand, folder)):
-                    if entry["name"].startswith(TEMP_PREFIX) and old(time_of(entry["name"]), modified_time(entry)):
-                        removed.append(entry["path"])
-        if not dry_run:
-            for path in removed:
-                self.store.rm(path)
-        log.info("gc %s: %s %d abandoned item(s)", self.root, "would remove" if dry_run else "removed", len(removed))
-        return [self.store.uri(p) for p in removed]
-
-
-def _valid_brand(name: str) -> bool:
-    try:
-        check_brand(name)
-    except RegistryError:
-        return False
-    return True
