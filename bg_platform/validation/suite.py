@@ -6,6 +6,8 @@ context is kept per process so repeated validations (tests, an Airflow worker) p
 from __future__ import annotations
 
 import functools
+import hashlib
+import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -63,14 +65,11 @@ def _category(r: pd.Series) -> str:
 
 
 def _coverage(r: pd.Series) -> str:
-    c = r["coverage"]
-    hint = (
-        " (empty mask: no product marked)"
-        if c == 0
-        else " (full mask: inverted or unmarked?)"
-        if c == 1
-        else ""
-    )
+    c, hint = r["coverage"], ""
+    if c == 0:
+        hint = " (empty mask: no product marked)"
+    elif c == 1:
+        hint = " (full mask: inverted, or the product was not cut out?)"
     return f"product covers {c:.1%} of the image{hint}"
 
 
@@ -140,13 +139,48 @@ RULES_BY_NAME = {rule.name: rule for rule in RULES}
 def _gx() -> tuple[Any, Any, Any]:
     """(module, expectations module, context) - the context holds no data, so one is reused."""
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+    # GX logs INFO chatter on import and pins one module logger to INFO; keep stderr for
+    # problems unless the caller asked for DEBUG (-v).
+    quiet = logging.getLogger().level > logging.DEBUG
+    if quiet:
+        logging.getLogger("great_expectations").setLevel(logging.WARNING)
     import great_expectations as gx
     import great_expectations.expectations as gxe
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
+    if quiet:
+        logging.getLogger("great_expectations.data_context.types.base").setLevel(logging.WARNING)
     ctx = gx.get_context(mode="ephemeral")
     ctx.variables.progress_bars = ProgressBarsConfig(globally=False)
     return gx, gxe, ctx
+
+
+@functools.lru_cache(maxsize=8)
+def _definition(cfg: ValidateConfig) -> Any:
+    """The suite + validation definition for one config. Cached: (re)building a suite compares
+    every expectation pairwise and costs about as much as running it."""
+    gx, gxe, ctx = _gx()
+    expectations = []
+    for rule in RULES:
+        exp = rule.expectation(cfg, gxe)
+        exp.meta = {"rule": rule.name}
+        expectations.append(exp)
+    name = f"{SUITE_NAME}_{hashlib.sha256(repr(cfg).encode()).hexdigest()[:12]}"
+    suite = ctx.suites.add_or_update(gx.ExpectationSuite(name=name, expectations=expectations))
+    try:
+        source = ctx.data_sources.get("bg_stats")
+    except (KeyError, ValueError):
+        source = ctx.data_sources.add_pandas("bg_stats")
+    asset = (
+        source.get_asset("samples")
+        if "samples" in source.get_asset_names()
+        else source.add_dataframe_asset("samples")
+    )
+    existing = {bd.name: bd for bd in asset.batch_definitions}
+    batch = existing.get(name) or asset.add_batch_definition_whole_dataframe(name)
+    return ctx.validation_definitions.add_or_update(
+        gx.ValidationDefinition(name=name, data=batch, suite=suite)
+    )
 
 
 def run_suite(
@@ -154,22 +188,7 @@ def run_suite(
 ) -> tuple[list[Failure], dict[str, Any]]:
     """Validate `stats` (categories against `allowed`: a list, or a name pattern); returns the
     failures in rule order and the GX result as a JSON-able dict."""
-    gx, gxe, ctx = _gx()
-    expectations = []
-    for rule in RULES:
-        exp = rule.expectation(cfg, gxe)
-        exp.meta = {"rule": rule.name}
-        expectations.append(exp)
-    suite = ctx.suites.add_or_update(gx.ExpectationSuite(name=SUITE_NAME, expectations=expectations))
-    batch = (
-        ctx.data_sources.add_or_update_pandas("bg_stats")
-        .add_dataframe_asset("samples")
-        .add_batch_definition_whole_dataframe("all")
-    )
-    vd = ctx.validation_definitions.add_or_update(
-        gx.ValidationDefinition(name=SUITE_NAME, data=batch, suite=suite)
-    )
-    res = vd.run(
+    res = _definition(cfg).run(
         batch_parameters={"dataframe": stats},
         # "row" (the manifest row number) tells apart rows that share an id.
         result_format={"result_format": "COMPLETE", "unexpected_index_column_names": ["id", "row"]},
