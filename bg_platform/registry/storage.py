@@ -118,8 +118,14 @@ class Storage:
         out = self.fs.cat(list(paths), on_error="omit" if missing_ok else "raise")
         return out if isinstance(out, dict) else {paths[0]: out}
 
+    def _fresh(self, path: str) -> None:
+        # Object-store filesystems (s3fs, gcsfs) cache listings per instance, without expiry by
+        # default; other processes' writes must be seen, so listings are always fresh here.
+        self.fs.invalidate_cache(path)
+
     def listdir(self, path: str) -> list[dict[str, Any]]:
         """Entries of a folder (name = basename); empty if the folder does not exist."""
+        self._fresh(path)
         try:
             entries = self.fs.ls(path, detail=True)
         except FileNotFoundError:
@@ -132,9 +138,11 @@ class Storage:
         return out
 
     def glob(self, pattern: str) -> list[str]:
+        self._fresh(pattern.split("*", 1)[0].rsplit("/", 1)[0])
         return sorted(self.fs.glob(pattern))
 
     def exists(self, path: str) -> bool:
+        self._fresh(posixpath.dirname(path))
         return self.fs.exists(path)
 
     def hash_file(self, path: str) -> tuple[str, int]:

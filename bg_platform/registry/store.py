@@ -21,6 +21,10 @@ Why this is safe under concurrency and crashes:
 - Alias changes append an immutable event first, then rewrite the alias document from a replay
   of the whole log (aliases.py), under a lock on local disks. Events never collide, so
   concurrent promotions/rollbacks lose nothing, and `history`/`rollback` read the log.
+  Object stores have no lock: two simultaneous changes of one alias both stay in the log, the
+  alias document is last-writer-wins (each writer rebuilds it from the log after its event).
+- A writer killed between its event and the alias document leaves the document one change
+  behind the log until the next change of that alias (which rebuilds it from the log).
 """
 
 from __future__ import annotations
@@ -382,6 +386,7 @@ class Registry:
     def rollback(self, brand: str, alias: str = "production", force: bool = False) -> VersionInfo:
         """Point `alias` back at the version it had before its current one; returns that version."""
         brand, alias = check_brand(brand), check_alias(alias)
+        self.list_versions(brand)  # an unknown brand fails here, before a lock file is created for it
         return self._change_alias(brand, alias, "rollback", None, force)
 
     def reject(self, brand: str, version: str, reasons: list[str]) -> VersionInfo:

@@ -86,9 +86,7 @@ def test_publish_records_metadata_and_is_listed(reg: Registry, adapter_dir: Path
     meta = got.metadata
     assert (meta.brand, meta.base_fingerprint, meta.data_hash) == ("aurora", FP, "data-abc")
     assert meta.params == {"rank": 4} and meta.metrics == {"fid": 12.5} and meta.extra == {"run": "dvc-123"}
-    expected = {
-        p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in adapter_dir.iterdir()
-    }
+    expected = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in adapter_dir.iterdir()}
     assert {e.name: e.sha256 for e in meta.files} == expected
     assert {e.name: e.size for e in meta.files} == {p.name: p.stat().st_size for p in adapter_dir.iterdir()}
     assert reg.list_brands() == ["aurora"]
@@ -125,7 +123,9 @@ def test_writing_into_an_existing_version_is_refused(reg: Registry, adapter_dir:
     assert reg.list_versions("aurora") == [first.version]
 
 
-def test_read_weights_and_download_return_the_published_bytes(reg: Registry, adapter_dir: Path, tmp_path: Path):
+def test_read_weights_and_download_return_the_published_bytes(
+    reg: Registry, adapter_dir: Path, tmp_path: Path
+):
     from safetensors.torch import load_file
 
     info = _publish(reg, adapter_dir)
@@ -135,14 +135,20 @@ def test_read_weights_and_download_return_the_published_bytes(reg: Registry, ada
     for key in original:
         assert torch.equal(weights[key], original[key])
     dest = reg.download("aurora", info.version, tmp_path / "dl", expected_base_fingerprint=FP)
-    assert sorted(p.name for p in dest.iterdir()) == ["adapter_config.json", "adapter_model.safetensors", "metadata.json"]
+    assert sorted(p.name for p in dest.iterdir()) == [
+        "adapter_config.json",
+        "adapter_model.safetensors",
+        "metadata.json",
+    ]
     for name in ("adapter_config.json", "adapter_model.safetensors"):
         assert (dest / name).read_bytes() == (adapter_dir / name).read_bytes()
     assert VersionMetadata.from_dict(json.loads((dest / "metadata.json").read_text())) == info.metadata
 
 
 # -- integrity ----------------------------------------------------------------------------------------
-def test_flipped_byte_is_refused_naming_the_file_and_both_hashes(reg: Registry, adapter_dir: Path, tmp_path: Path):
+def test_flipped_byte_is_refused_naming_the_file_and_both_hashes(
+    reg: Registry, adapter_dir: Path, tmp_path: Path
+):
     info = _publish(reg, adapter_dir)
     entry = info.metadata.file("adapter_model.safetensors")
     path = _stored_path(reg, "aurora", info.version, entry.name)
@@ -177,7 +183,9 @@ def test_fingerprint_mismatch_names_both_fingerprints(reg: Registry, adapter_dir
     info = _publish(reg, adapter_dir)
     for call in (
         lambda: reg.read_weights("aurora", info.version, "other-base-fp"),
-        lambda: reg.download("aurora", info.version, tmp_path / "dl", expected_base_fingerprint="other-base-fp"),
+        lambda: reg.download(
+            "aurora", info.version, tmp_path / "dl", expected_base_fingerprint="other-base-fp"
+        ),
         lambda: reg.verify("aurora", info.version, expected_base_fingerprint="other-base-fp"),
     ):
         with pytest.raises(FingerprintMismatch) as err:
@@ -312,7 +320,9 @@ def test_rejected_version_is_listed_and_not_promoted_without_force(reg: Registry
     assert reg.resolve("aurora", "production").version == good
     reg.promote("aurora", bad, force=True)
     assert reg.resolve("aurora", "production").version == bad
-    forced = [e for e in reg.history("aurora") if e.action == "set" and e.version == bad and e.alias == "production"]
+    forced = [
+        e for e in reg.history("aurora") if e.action == "set" and e.version == bad and e.alias == "production"
+    ]
     assert len(forced) == 1 and forced[0].force
     rejects = [e for e in reg.history("aurora") if e.action == "reject"]
     assert [(e.version, e.reasons) for e in rejects] == [(bad, ("fid 80 > 60", "brand judge 0.2 < 0.5"))]
@@ -334,7 +344,9 @@ def test_rollback_onto_a_rejected_version_needs_force(reg: Registry, adapter_dir
 def test_unknown_names_list_the_allowed_values(reg: Registry, adapter_dir: Path):
     v1 = _publish(reg, adapter_dir).version
     _publish(reg, adapter_dir, brand="kinetic")
-    with pytest.raises(UnknownName, match="brand 'nobody' has no published versions.*brands: aurora, kinetic"):
+    with pytest.raises(
+        UnknownName, match="brand 'nobody' has no published versions.*brands: aurora, kinetic"
+    ):
         reg.resolve("nobody", "production")
     missing = new_version_id()
     with pytest.raises(UnknownName, match=rf"no version '{missing}'; versions: {v1}"):
@@ -384,7 +396,9 @@ def test_gc_removes_old_temp_files_only(tmp_path: Path, adapter_dir: Path):
     reg = Registry(str(tmp_path / "registry"))
     v1 = _publish(reg, adapter_dir).version
     reg.promote("aurora", v1)
-    stale = tmp_path / "registry" / "aurora" / "aliases" / ".tmp-20200101T000000.000000Z-deadbeef-production.json"
+    stale = (
+        tmp_path / "registry" / "aurora" / "aliases" / ".tmp-20200101T000000.000000Z-deadbeef-production.json"
+    )
     stale.write_text("{")
     import os
 
