@@ -25,6 +25,7 @@ COMMANDS: dict[str, str] = {
     "validate": "bg_platform.commands.validate",
     "synth": "bg_platform.commands.synth",
     "contact-sheet": "bg_platform.commands.contact_sheet",
+    "labelstudio": "bg_platform.commands.labelstudio",
 }
 
 
