@@ -140,7 +140,7 @@ def read_mask(
     loaded = read_image(source, max_pixels=max_pixels, max_bytes=max_bytes, what=what)
     if loaded.alpha is not None:
         return loaded.alpha
-    rgb = loaded.rgb.astype(np.uint16)
+    rgb = loaded.rgb.astype(np.uint32)
     return ((rgb[..., 0] * 299 + rgb[..., 1] * 587 + rgb[..., 2] * 114 + 500) // 1000).astype(np.uint8)
 
 
