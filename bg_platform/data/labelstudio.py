@@ -359,6 +359,16 @@ def find_references(src: str | Path, brand: str, category: str = "") -> list[Ref
     return refs
 
 
+def _read_mask(path: Path) -> np.ndarray:
+    """`imageio.read_mask` minus its bug: its uint16 luma sum overflows (255 * 587 > 65535) and turns
+    white into grey 58. Use read_mask again once imageio is fixed."""
+    loaded = imageio.read_image(path, what=str(path))
+    if loaded.alpha is not None:
+        return loaded.alpha
+    rgb = loaded.rgb.astype(np.uint32)
+    return ((rgb[..., 0] * 299 + rgb[..., 1] * 587 + rgb[..., 2] * 114 + 500) // 1000).astype(np.uint8)
+
+
 @dataclass
 class ImportResult:
     project_id: int
@@ -403,7 +413,7 @@ def import_references(
         task: dict[str, Any] = {"data": {IMAGE: f"/data/local-files/?d={rel}", BRAND: brand, "ref": key}}
         result = []
         if ref.mask is not None and masks != "none":
-            mask = imageio.binarize(imageio.read_mask(ref.mask, what=str(ref.mask)))
+            mask = imageio.binarize(_read_mask(ref.mask))
             h, w = imageio.read_image(data).rgb.shape[:2]
             if mask.shape != (h, w):
                 raise DataError(
@@ -475,7 +485,7 @@ def _completed(annotations: Iterable[dict[str, Any]]) -> dict[str, Any] | None:
     return max(done, key=lambda a: (bool(a.get("ground_truth")), str(a.get("updated_at") or ""), a["id"]))
 
 
-def _decode(result: list[dict[str, Any]], w: int, h: int) -> tuple[np.ndarray, str, str, list[str]]:
+def decode_annotation(result: list[dict[str, Any]], w: int, h: int) -> tuple[np.ndarray, str, str, list[str]]:
     """(mask, category, caption, problems) of one annotation on a w x h image."""
     problems, layers, cats, texts = [], [], [], []
     for r in result:
@@ -527,7 +537,9 @@ def _load_state(path: Path, project_id: int, url: str) -> dict[str, dict[str, An
 
 def _save_state(path: Path, project_id: int, url: str, tasks: dict[str, dict[str, Any]]) -> None:
     body = {"format": STATE_FORMAT, "project_id": project_id, "url": url, "tasks": tasks}
-    imageio.atomic_write_bytes(path, json.dumps(body, indent=1, sort_keys=True).encode())
+    data = json.dumps(body, indent=1, sort_keys=True).encode()
+    if not path.exists() or path.read_bytes() != data:  # a pull with nothing new leaves every file alone
+        imageio.atomic_write_bytes(path, data)
 
 
 def _recover(out_root: Path) -> None:
@@ -694,7 +706,7 @@ def _write_sample(client, cur, tmp: Path, result: PullResult) -> tuple[dict[str,
         result.bad.append(BadAnnotation(task_id, ann["id"], brand, sid, f"image not available: {exc}", False))
         return None, ""
     h, w = loaded.rgb.shape[:2]
-    mask, category, caption, problems = _decode(ann.get("result") or [], w, h)
+    mask, category, caption, problems = decode_annotation(ann.get("result") or [], w, h)
     image_bytes = imageio.write_png(tmp / "images" / f"{sid}.png", loaded.rgb)
     imageio.write_png(tmp / "masks" / f"{sid}.png", mask)
     bad = "; ".join(problems)
