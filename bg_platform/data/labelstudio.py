@@ -9,6 +9,7 @@ server; pass them a client from `connect()`.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
@@ -200,7 +201,7 @@ def call(client, what: str, fn):
         ) from None
 
 
-def fetch_file(client, data_url: str) -> bytes:
+def fetch_file(client, data_url: str, what: str = "a file") -> bytes:
     """Bytes of a file Label Studio serves (`/data/local-files/?d=...`, `/data/upload/...`), with auth.
 
     Only URLs on the client's own server are fetched: our token must not travel to other hosts."""
@@ -221,7 +222,8 @@ def fetch_file(client, data_url: str) -> bytes:
     )
     if resp.status_code >= 500:
         raise LabelStudioUnavailable(
-            f"Label Studio at {base.geturl()} failed to serve {data_url}: HTTP {resp.status_code}"
+            f"Label Studio at {base.geturl()} failed to serve {what} ({data_url}): HTTP {resp.status_code}; "
+            f"the pull stopped and left the datasets as they were: fix that URL or the server (see its log)"
         )
     if resp.status_code != 200:
         raise ValueError(
@@ -359,16 +361,6 @@ def find_references(src: str | Path, brand: str, category: str = "") -> list[Ref
     return refs
 
 
-def _read_mask(path: Path) -> np.ndarray:
-    """`imageio.read_mask` minus its bug: its uint16 luma sum overflows (255 * 587 > 65535) and turns
-    white into grey 58. Use read_mask again once imageio is fixed."""
-    loaded = imageio.read_image(path, what=str(path))
-    if loaded.alpha is not None:
-        return loaded.alpha
-    rgb = loaded.rgb.astype(np.uint32)
-    return ((rgb[..., 0] * 299 + rgb[..., 1] * 587 + rgb[..., 2] * 114 + 500) // 1000).astype(np.uint8)
-
-
 @dataclass
 class ImportResult:
     project_id: int
@@ -413,7 +405,7 @@ def import_references(
         task: dict[str, Any] = {"data": {IMAGE: f"/data/local-files/?d={rel}", BRAND: brand, "ref": key}}
         result = []
         if ref.mask is not None and masks != "none":
-            mask = imageio.binarize(_read_mask(ref.mask))
+            mask = imageio.binarize(imageio.read_mask(ref.mask, what=str(ref.mask)))
             h, w = imageio.read_image(data).rgb.shape[:2]
             if mask.shape != (h, w):
                 raise DataError(
@@ -555,11 +547,13 @@ def _recover(out_root: Path) -> None:
         shutil.rmtree(tmp)
 
 
-def _swap_in(tmp: Path, final: Path) -> None:
+def _swap_in(tmp: Path | None, final: Path) -> None:
+    """Replace `final` by `tmp` (or delete it when tmp is None); `.X.old-*` bridges the two renames."""
     old = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")
     if final.exists():
         final.rename(old)
-    tmp.rename(final)
+    if tmp is not None:
+        tmp.rename(final)
     if old.exists():
         shutil.rmtree(old)
 
@@ -581,139 +575,171 @@ def pull_annotations(
     leaves the previous dataset. Annotations with no/empty mask or no category are written (all-zero
     mask, empty category) for validation to flag, and listed in `PullResult.bad`."""
     out_root = Path(out_root).resolve()
-    out_root.mkdir(parents=True, exist_ok=True)
-    state_path = Path(state_path) if state_path else out_root / ".labelstudio" / f"project-{project_id}.json"
-    url = base_url(client)
-    _recover(out_root)
-    old_state = _load_state(state_path, project_id, url)
-    new_state = dict(old_state)
-    result = PullResult(project_id, out_root, state_path)
-    tasks = call(
-        client,
-        f"list the tasks of project {project_id}",
-        lambda: list(client.tasks.list(project=project_id, fields="all")),
-    )
-    prefix = f"ls{project_id}-"
-    current: dict[str, dict[str, Any]] = {}  # task id -> what should be in the datasets
-    for t in tasks:
-        ann = _completed(t.annotations)
+    meta = out_root / ".labelstudio"
+    meta.mkdir(parents=True, exist_ok=True)
+    state_path = Path(state_path) if state_path else meta / f"project-{project_id}.json"
+    with open(meta / "pull.lock", "a") as lock:  # "a": no truncation, so a no-op pull changes nothing
+        fcntl.flock(lock, fcntl.LOCK_EX)  # a second pull into the same root waits instead of interleaving
+        _recover(out_root)
+        return _Pull(client, project_id, out_root, state_path).run()
+
+
+@dataclass
+class _Pull:
+    client: Any
+    project_id: int
+    out_root: Path
+    state_path: Path
+
+    def __post_init__(self) -> None:
+        self.url = base_url(self.client)
+        self.prefix = f"ls{self.project_id}-"
+        self.old = _load_state(self.state_path, self.project_id, self.url)  # task id -> fingerprint
+        self.new = dict(self.old)
+        self.result = PullResult(self.project_id, self.out_root, self.state_path)
+        self.current: dict[str, dict[str, Any]] = {}  # task id -> fingerprint, annotation, data
+
+    def run(self) -> PullResult:
+        tasks = call(
+            self.client,
+            f"list the tasks of project {self.project_id}",
+            lambda: list(self.client.tasks.list(project=self.project_id, fields="all")),
+        )
+        for t in tasks:
+            self._plan(t)
+        affected = self._affected()
+        for brand in sorted(affected):
+            self._rebuild(brand)
+            self._save()  # per brand: a crash in a later brand keeps this one's work
+        self._save()
+        self.result.unchanged += sum(1 for c in self.current.values() if c["fp"]["brand"] not in affected)
+        for key, st in sorted(self.new.items(), key=lambda kv: int(kv[0])):
+            if st.get("bad"):
+                bad = BadAnnotation(
+                    int(key), st["annotation_id"], st["brand"], st["sample_id"], st["bad"], True
+                )
+                self.result.bad.append(bad)
+        return self.result
+
+    def _plan(self, task) -> None:
+        ann = _completed(task.annotations)
         if ann is None:
-            continue
-        data = t.data or {}
-        sample_id = f"{prefix}{t.id}"
+            return
+        data, sid = task.data or {}, f"{self.prefix}{task.id}"
         brand = str(data.get(BRAND, ""))
         if not re.match(BRAND_PATTERN, brand):
-            result.bad.append(BadAnnotation(t.id, ann["id"], brand, sample_id, f"task data brand {brand!r} does not match {BRAND_PATTERN}", False))  # fmt: skip
-            continue
-        fp = {"annotation_id": ann["id"], "updated_at": str(ann.get("updated_at")), "result_sha256": _sha(ann.get("result")),
-              "data_sha256": _sha(data), "brand": brand, "sample_id": sample_id}  # fmt: skip
-        current[str(t.id)] = {"fp": fp, "ann": ann, "data": data, "task_id": t.id}
-    # brands whose folder must be rebuilt: any added, changed or removed sample, or a missing folder
-    affected: set[str] = set()
-    for key, cur in current.items():
-        prev = old_state.get(key)
-        same = prev is not None and all(prev.get(k) == v for k, v in cur["fp"].items())
-        brand = cur["fp"]["brand"]
-        if not same or not (out_root / brand / manifest.MANIFEST_NAME).exists():
-            affected.add(brand)
-        if prev is not None and prev.get("brand") != brand:
-            affected.add(prev["brand"])
-    for key, prev in old_state.items():
-        if key not in current:
-            affected.add(prev["brand"])
-            result.removed.append(prev["sample_id"])
-            new_state.pop(key)
-    for brand in sorted(affected):
-        _rebuild_brand(client, brand, out_root, current, old_state, new_state, result, prefix)
-        _save_state(state_path, project_id, url, new_state)  # per brand: a later crash keeps this work
-    _save_state(state_path, project_id, url, new_state)
-    result.unchanged += sum(1 for c in current.values() if c["fp"]["brand"] not in affected)
-    for key, st in sorted(new_state.items()):
-        if st.get("bad"):
-            result.bad.append(
-                BadAnnotation(int(key), st["annotation_id"], st["brand"], st["sample_id"], st["bad"], True)
-            )
-    return result
+            reason = f"task data brand {brand!r} does not match {BRAND_PATTERN}; fix the task's data"
+            self.result.bad.append(BadAnnotation(task.id, ann["id"], brand, sid, reason, False))
+            return
+        fp = {
+            "annotation_id": ann["id"], "updated_at": str(ann.get("updated_at")), "result_sha256": _sha(ann.get("result")),
+            "data_sha256": _sha(data), "brand": brand, "sample_id": sid,
+        }  # fmt: skip
+        self.current[str(task.id)] = {"fp": fp, "ann": ann, "data": data, "task_id": task.id}
 
+    def _unchanged(self, key: str, folder: Path) -> bool:
+        prev, fp = self.old.get(key), self.current[key]["fp"]
+        sid = fp["sample_id"]
+        return (
+            prev is not None
+            and all(prev.get(k) == v for k, v in fp.items())
+            and (folder / "images" / f"{sid}.png").exists()
+            and (folder / "masks" / f"{sid}.png").exists()
+        )
 
-def _rebuild_brand(client, brand, out_root, current, old_state, new_state, result, prefix) -> None:
-    final = out_root / brand
-    old_rows = {}
-    if (final / manifest.MANIFEST_NAME).exists():
-        old_rows = {r["id"]: r for r in manifest.read(final).to_dict("records")}
-    members = {k: c for k, c in current.items() if c["fp"]["brand"] == brand}
-    tmp = Path(tempfile.mkdtemp(dir=out_root, prefix=f".{brand}.tmp-"))
-    try:
-        (tmp / "images").mkdir()
-        (tmp / "masks").mkdir()
-        rows = []
-        for sid, row in old_rows.items():  # rows another project (or tool) wrote stay as they are
-            if (
-                not sid.startswith(prefix)
-                and (final / row["image"]).exists()
-                and (final / row["mask"]).exists()
-            ):
+    def _affected(self) -> set[str]:
+        """Brands whose folder must be rebuilt: a sample added, changed, moved, removed or missing."""
+        affected: set[str] = set()
+        for key, cur in self.current.items():
+            brand = cur["fp"]["brand"]
+            folder = self.out_root / brand
+            if not self._unchanged(key, folder) or not (folder / manifest.MANIFEST_NAME).exists():
+                affected.add(brand)
+            prev = self.old.get(key)
+            if prev is not None and prev["brand"] != brand:
+                affected.add(prev["brand"])
+        for key, prev in self.old.items():
+            if key not in self.current:
+                affected.add(prev["brand"])
+                self.result.removed.append(prev["sample_id"])
+                self.new.pop(key)
+        return affected
+
+    def _rebuild(self, brand: str) -> None:
+        final = self.out_root / brand
+        old_rows = {}
+        if (final / manifest.MANIFEST_NAME).exists():
+            old_rows = {r["id"]: r for r in manifest.read(final).to_dict("records")}
+        tmp = Path(tempfile.mkdtemp(dir=self.out_root, prefix=f".{brand}.tmp-"))
+        try:
+            (tmp / "images").mkdir()
+            (tmp / "masks").mkdir()
+            rows = []
+
+            def carry(row: dict[str, Any]) -> None:
                 _link_or_copy(final / row["image"], tmp / row["image"])
                 _link_or_copy(final / row["mask"], tmp / row["mask"])
                 rows.append(row)
-        for key, cur in sorted(members.items(), key=lambda kv: int(kv[0])):
-            fp, prev, sid = cur["fp"], old_state.get(key), cur["fp"]["sample_id"]
-            old = old_rows.get(sid)
-            if (prev is not None and all(prev.get(k) == v for k, v in fp.items()) and old is not None
-                    and (final / old["image"]).exists() and (final / old["mask"]).exists()):  # fmt: skip
-                _link_or_copy(final / old["image"], tmp / old["image"])
-                _link_or_copy(final / old["mask"], tmp / old["mask"])
-                rows.append(old)
-                result.unchanged += 1
-                continue
-            row, bad = _write_sample(client, cur, tmp, result)
-            if row is None:
-                new_state.pop(key, None)  # not recorded: retried by the next pull
-                if prev is not None:
-                    result.removed.append(sid)
-                continue
-            rows.append(row)
-            (result.updated if prev is not None else result.added).append(sid)
-            new_state[key] = {**fp, "bad": bad}
-        if not rows:
-            shutil.rmtree(tmp)
-            if final.exists():
-                _swap_in_removal(final)
-                result.removed_brands.append(brand)
-            return
-        manifest.write(manifest.to_frame(manifest.Sample(**r) for r in rows), tmp)
-        _swap_in(tmp, final)
-        result.changed_brands.append(brand)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
+            for sid, row in old_rows.items():  # rows another project (or tool) wrote stay as they are
+                if (
+                    not sid.startswith(self.prefix)
+                    and (final / row["image"]).exists()
+                    and (final / row["mask"]).exists()
+                ):
+                    carry(row)
+            members = sorted((int(k), k) for k, c in self.current.items() if c["fp"]["brand"] == brand)
+            for _, key in members:
+                cur, prev = self.current[key], self.old.get(key)
+                sid = cur["fp"]["sample_id"]
+                if sid in old_rows and self._unchanged(key, final):
+                    carry(old_rows[sid])
+                    self.result.unchanged += 1
+                    continue
+                row = self._write_sample(cur, tmp)
+                if row is None:  # not recorded in the state: the next pull tries again
+                    self.new.pop(key, None)
+                    if prev is not None:
+                        self.result.removed.append(sid)
+                    continue
+                rows.append(row)
+                (self.result.updated if prev is not None else self.result.added).append(sid)
+                self.new[key] = {**cur["fp"], "bad": row.pop("_bad")}
+            if rows:
+                manifest.write(manifest.to_frame(manifest.Sample(**r) for r in rows), tmp)
+                _swap_in(tmp, final)
+                self.result.changed_brands.append(brand)
+            else:
+                shutil.rmtree(tmp)
+                if final.exists():
+                    _swap_in(None, final)
+                    self.result.removed_brands.append(brand)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
 
-def _swap_in_removal(final: Path) -> None:
-    old = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")
-    final.rename(old)
-    shutil.rmtree(old)
+    def _write_sample(self, cur: dict[str, Any], tmp: Path) -> dict[str, Any] | None:
+        ann, task_id, sid, brand = cur["ann"], cur["task_id"], cur["fp"]["sample_id"], cur["fp"]["brand"]
+        try:
+            raw = fetch_file(self.client, str(cur["data"].get(IMAGE, "")), f"the image of task {task_id}")
+            loaded = imageio.read_image(raw, what=f"task {task_id} image")
+        except (ValueError, imageio.ImageError) as exc:
+            reason = f"image not available: {exc}"
+            self.result.bad.append(BadAnnotation(task_id, ann["id"], brand, sid, reason, False))
+            return None
+        h, w = loaded.rgb.shape[:2]
+        mask, category, caption, problems = decode_annotation(ann.get("result") or [], w, h)
+        image_bytes = imageio.write_png(tmp / "images" / f"{sid}.png", loaded.rgb)
+        imageio.write_png(tmp / "masks" / f"{sid}.png", mask)
+        bad = "; ".join(problems)
+        if bad:
+            log.warning("task %s (annotation %s, brand %s): %s", task_id, ann["id"], brand, bad)
+        sample = manifest.Sample(
+            id=sid, image=f"images/{sid}.png", mask=f"masks/{sid}.png", category=category, brand=brand,
+            caption=caption, split="train", width=w, height=h, sha256=imageio.sha256_bytes(image_bytes),
+            product="", source="labelstudio",
+        )  # fmt: skip
+        return {**asdict(sample), "_bad": bad}
 
-
-def _write_sample(client, cur, tmp: Path, result: PullResult) -> tuple[dict[str, Any] | None, str]:
-    ann, data, fp, task_id = cur["ann"], cur["data"], cur["fp"], cur["task_id"]
-    sid, brand = fp["sample_id"], fp["brand"]
-    try:
-        loaded = imageio.read_image(
-            fetch_file(client, str(data.get(IMAGE, ""))), what=f"task {task_id} image"
-        )
-    except (ValueError, imageio.ImageError) as exc:
-        result.bad.append(BadAnnotation(task_id, ann["id"], brand, sid, f"image not available: {exc}", False))
-        return None, ""
-    h, w = loaded.rgb.shape[:2]
-    mask, category, caption, problems = decode_annotation(ann.get("result") or [], w, h)
-    image_bytes = imageio.write_png(tmp / "images" / f"{sid}.png", loaded.rgb)
-    imageio.write_png(tmp / "masks" / f"{sid}.png", mask)
-    bad = "; ".join(problems)
-    if bad:
-        log.warning("task %s (annotation %s, brand %s): %s", task_id, ann["id"], brand, bad)
-    sample = manifest.Sample(
-        id=sid, image=f"images/{sid}.png", mask=f"masks/{sid}.png", category=category, brand=brand, caption=caption,
-        split="train", width=w, height=h, sha256=imageio.sha256_bytes(image_bytes), product="", source="labelstudio",
-    )  # fmt: skip
-    return asdict(sample), bad
+    def _save(self) -> None:
+        _save_state(self.state_path, self.project_id, self.url, self.new)

@@ -320,6 +320,10 @@ def serve(
     timeout: float = DEFAULT_START_TIMEOUT,
 ) -> int:
     """Foreground server for `bgp labelstudio serve`: start, print how to connect, wait for Ctrl-C, stop."""
+    # SIGTERM (systemd, docker, kill) and SIGINT (even where a shell set it to "ignore") end in an orderly
+    # stop(): the server runs in its own session, so it would otherwise outlive us
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     handle = start_server(
         data_dir, port, token, files_root, username=username, password=password, host=host, timeout=timeout
     )

@@ -21,15 +21,24 @@ class LabelStudioServer(NamedTuple):
 
 
 @pytest.fixture(scope="session")
-def labelstudio(tmp_path_factory):
-    """(url, token, files_root) of a running Label Studio; skipped only when .venv-ls is missing."""
-    import secrets
-
+def labelstudio_venv() -> Path:
+    """The Label Studio server venv; skips the test when it is missing."""
     from bg_platform.orchestration import labelstudio_server as server
 
     venv = server.default_venv()
     if not (venv / "bin" / "label-studio").exists():
         pytest.skip(f"Label Studio server venv {venv} is missing; run `make setup-labelstudio`")
+    return venv
+
+
+@pytest.fixture(scope="session")
+def labelstudio(labelstudio_venv, tmp_path_factory):
+    """(url, token, files_root) of a running Label Studio; skipped only when .venv-ls is missing."""
+    import secrets
+
+    from bg_platform.orchestration import labelstudio_server as server
+
+    venv = labelstudio_venv
     root = tmp_path_factory.mktemp("labelstudio")
     token = secrets.token_hex(20)
     handle = server.start_server(

@@ -176,6 +176,31 @@ def test_second_pull_does_nothing_and_update_repulls_only_that_one(client, label
     assert not (out / expected[other]["brand"] / "images" / f"{osid}.png").exists()
 
 
+def test_failed_pull_leaves_previous_dataset_and_crash_is_recovered(client, labelstudio, tmp_path):
+    project_id, expected = _project(client, labelstudio, tmp_path, brands=(("atomic", 2),))
+    out = tmp_path / "brands"
+    (brand,) = ls.pull_annotations(client, project_id, out).changed_brands
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    first, second = (t for _, t in sorted(_tasks(client, project_id).items()))
+    ann = first.annotations[0]
+    client.annotations.update(id=ann["id"], result=[r for r in ann["result"] if r["type"] != "textarea"])
+    # the server answers 500 for a path outside its files root: the pull must stop mid-brand
+    client.tasks.update(
+        id=str(second.id), data={**second.data, "image": "/data/local-files/?d=../outside.png"}
+    )
+    with pytest.raises(ls.LabelStudioUnavailable, match=f"task {second.id}.*HTTP 500"):
+        ls.pull_annotations(client, project_id, out)
+    assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    assert [p.name for p in out.iterdir() if p.name.startswith(f".{brand}")] == []
+
+    client.tasks.update(id=str(second.id), data=second.data)
+    # a crash between the two renames of the swap leaves only `.brand.old-*`: the next pull restores it
+    (out / brand).rename(out / f".{brand}.old-deadbeef")
+    res = ls.pull_annotations(client, project_id, out)
+    assert res.updated == [f"ls{project_id}-{first.id}"] and res.unchanged == 1
+    assert manifest.read(out / brand).set_index("id").loc[f"ls{project_id}-{first.id}", "caption"] == ""
+
+
 def test_bad_annotations_are_written_and_listed(client, labelstudio, tmp_path):
     project_id, expected = _project(client, labelstudio, tmp_path, brands=(("bad", 4),))
     tasks = _tasks(client, project_id)
@@ -318,3 +343,52 @@ def test_version_pulled_dataset_with_dvc(client, labelstudio, tmp_path):
     md5_new = version_dataset(folder, repo)
     assert md5_new != md5
     assert (store / "files" / "md5" / md5_new[:2] / md5_new[2:]).exists()  # pushed: a remote is configured
+
+
+@pytest.mark.slow  # a second first-start (migrations): ~45-75 s
+def test_cli_serve_ignores_leaked_env_and_stops_on_sigterm(labelstudio_venv, tmp_path):
+    import signal
+    import time
+
+    from bg_platform.orchestration import labelstudio_server as server
+
+    port, token = server.free_port(), "serve-token-0123456789"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BGP_LS_")}
+    # what leaks into Label Studio's get_env() unless scrubbed: another user, port and host
+    env.update(
+        {
+            "USERNAME": "leak@evil.example",
+            "PASSWORD": "leak",
+            "PORT": str(port + 1),
+            "HOST": "http://evil.example",
+        }
+    )
+    env.update({"BGP_LS_TOKEN": token, "BGP_LS_PASSWORD": "serve-pw-123"})
+    log = tmp_path / "serve.log"
+    args = [
+        "labelstudio",
+        "serve",
+        "--port",
+        str(port),
+        "--data-dir",
+        str(tmp_path / "d"),
+        "--files-root",
+        str(tmp_path / "f"),
+    ]
+    with open(log, "w") as fh:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "bg_platform", *args], cwd=REPO, env=env, stdout=fh, stderr=fh
+        )
+    try:
+        deadline = time.monotonic() + 400
+        while "UP at" not in log.read_text() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(1)
+        assert f"UP at http://127.0.0.1:{port}" in log.read_text(), log.read_text()
+        me = ls.connect(f"http://127.0.0.1:{port}", token).users.whoami()
+        assert me.email == server.DEFAULT_USERNAME
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0, log.read_text()
+        assert not server.port_in_use("127.0.0.1", port)
+    finally:
+        if proc.poll() is None:
+            proc.kill()

@@ -3,6 +3,7 @@ and credential resolution (no server needed)."""
 
 from __future__ import annotations
 
+import os
 import xml.etree.ElementTree as ET
 
 import numpy as np
@@ -123,3 +124,17 @@ def test_credentials_from_airflow_connection_then_clear_error(monkeypatch, tmp_p
     monkeypatch.delenv("AIRFLOW_CONN_LABEL_STUDIO")
     with pytest.raises(ls.LabelStudioError, match="BGP_LS_TOKEN.*AIRFLOW_CONN_LABEL_STUDIO"):
         ls.resolve_credentials()
+
+
+def test_server_env_drops_what_label_studio_would_read_unprefixed(monkeypatch, tmp_path):
+    from bg_platform.orchestration.labelstudio_server import server_env
+
+    leaks = {"USERNAME": "x", "PASSWORD": "x", "PORT": "1", "HOST": "http://evil", "SECRET_KEY": "k", "DEBUG": "1",
+             "DJANGO_DB": "mysql", "LABEL_STUDIO_DATABASE_NAME": "/elsewhere.db", "BGP_LS_TOKEN": "t"}  # fmt: skip
+    for k, v in leaks.items():
+        monkeypatch.setenv(k, v)
+    env = server_env(tmp_path / "d", tmp_path / "f", "admin@bg.local", None, "tok-123456", None)
+    assert not set(leaks) - {"LABEL_STUDIO_DATABASE_NAME"} & set(env)
+    assert env["LABEL_STUDIO_DATABASE_NAME"] == str(tmp_path / "d" / "label_studio.sqlite3")
+    assert env["LABEL_STUDIO_USERNAME"] == "admin@bg.local" and "LABEL_STUDIO_PASSWORD" not in env
+    assert env["LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN"] == "true" and env["PATH"] == os.environ["PATH"]
