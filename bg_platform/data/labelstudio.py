@@ -148,7 +148,11 @@ def resolve_credentials(url: str | None = None, token: str | None = None) -> tup
             conn = Connection.get("label_studio")
         except AirflowNotFoundException:
             conn = None
-        if conn is not None and conn.password:
+        if conn is not None and not conn.password:
+            raise LabelStudioError(
+                "the Airflow connection `label_studio` has no password; put the Label Studio API token there"
+            )
+        if conn is not None:
             host = conn.host or "127.0.0.1"
             if "://" not in host:
                 host = f"{conn.schema or 'http'}://{host}"
@@ -165,9 +169,8 @@ def connect(url: str | None = None, token: str | None = None, timeout: float = 6
     from label_studio_sdk import LabelStudio
 
     url, token = resolve_credentials(url, token)
-    client = LabelStudio(
-        base_url=url, api_key=token, timeout=timeout
-    )  # always both: SDK defaults are wrong here
+    # always both: the SDK's defaults (localhost:8000, env read at import) are wrong here
+    client = LabelStudio(base_url=url, api_key=token, timeout=timeout)
     call(client, "check the token (whoami)", lambda: client.users.whoami())
     return client
 
@@ -278,7 +281,9 @@ def setup_project(client, title: str, categories: Sequence[str], files_root: str
             client, f"read project {project.id}", lambda: client.projects.get(id=project.id)
         ).label_config
         if (current or "").strip() != config.strip():
-            # validated first: the server refuses a config that drops a category still used by annotations
+            _refuse_dropping_used_categories(
+                client, project.id, config_categories(current or "<View/>"), categories
+            )
             call(client, f"validate the new labeling config of project {project.id} (categories {list(categories)})",
                  lambda: client.projects.validate_label_config(id=project.id, label_config=config))  # fmt: skip
             call(
@@ -289,6 +294,27 @@ def setup_project(client, title: str, categories: Sequence[str], files_root: str
             updated = True
     storage_id = ensure_local_storage(client, project.id, files_root)
     return SetupResult(project.id, created, updated, storage_id, list(categories))
+
+
+def _refuse_dropping_used_categories(client, project_id: int, old: Sequence[str], new: Sequence[str]) -> None:
+    # Label Studio 1.23 accepts a config without a category that annotations still use; those annotations
+    # would then show no category in the UI while pulls keep the old name: refuse instead
+    dropped = set(old) - set(new)
+    if not dropped:
+        return
+    tasks = call(client, "list tasks", lambda: list(client.tasks.list(project=project_id, fields="all")))
+    users = {
+        t.id
+        for t in tasks
+        for a in t.annotations or []
+        for r in a.get("result") or []
+        if r.get("from_name") == CATEGORY and dropped & set((r.get("value") or {}).get("choices") or [])
+    }
+    if users:
+        raise LabelStudioError(
+            f"categories: dropping {sorted(dropped)} from project {project_id}, but annotations of tasks "
+            f"{sorted(users)[:10]} use them; relabel those tasks first or keep the categories"
+        )
 
 
 def ensure_local_storage(client, project_id: int, files_root: str | Path) -> int:

@@ -69,7 +69,16 @@ def version_dataset(
         ) from None
     if not path.exists():
         raise VersioningError(f"path: {path} does not exist; pull the dataset first")
-    _dvc(["add", "-q", str(rel)], repo_root, timeout)
+    try:
+        _dvc(["add", str(rel)], repo_root, timeout)
+    except VersioningError as exc:
+        if "git-ignored" not in str(exc):
+            raise
+        raise VersioningError(
+            f"{exc}\n{rel}.dvc would be git-ignored, so the version could not be committed; un-ignore the "
+            f"dataset root in .gitignore (git cannot re-include below an ignored folder: replace `/{rel.parts[0]}/` "
+            f"by `/{rel.parts[0]}/*` and add `!/{rel.parent}/`), or pull elsewhere"
+        ) from None
     dvc_file = path.with_name(path.name + ".dvc")
     try:
         outs = yaml.safe_load(dvc_file.read_text())["outs"]
@@ -84,6 +93,6 @@ def version_dataset(
             f"push requested but {repo_root} has no default DVC remote; `dvc remote add -d <name> <url>`"
         )
     if push is not False and remote is not None:
-        _dvc(["push", "-q", str(dvc_file.relative_to(repo_root))], repo_root, timeout)
+        _dvc(["push", str(dvc_file.relative_to(repo_root))], repo_root, timeout)
         log.info("pushed %s (%s) to DVC remote %s", rel, md5, remote)
     return md5

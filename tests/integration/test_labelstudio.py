@@ -111,6 +111,18 @@ def test_setup_is_idempotent_and_updates_categories(client, labelstudio):
     assert Path(storages[0].path) == labelstudio.files_root / ls.FILES_SUBDIR
 
 
+def test_setup_refuses_to_drop_a_category_still_in_use(client, labelstudio, tmp_path):
+    title, brand = f"drop-{uuid.uuid4().hex[:8]}", f"drop-{uuid.uuid4().hex[:6]}"
+    res = ls.setup_project(client, title, CATEGORIES, labelstudio.files_root)
+    _dataset(tmp_path / "src", brand, 1, seed=3)  # one reference, annotated "marble"
+    ls.import_references(
+        client, res.project_id, tmp_path / "src", brand, labelstudio.files_root, masks="annotations"
+    )
+    with pytest.raises(ls.LabelStudioError, match=r"dropping \['marble'\].*relabel"):
+        ls.setup_project(client, title, ["wood", "fabric sofa"], labelstudio.files_root)
+    assert ls.config_categories(client.projects.get(id=res.project_id).label_config) == CATEGORIES
+
+
 def test_pull_writes_brand_datasets_exactly(client, labelstudio, tmp_path):
     project_id, expected = _project(client, labelstudio, tmp_path)
     out = tmp_path / "brands"
@@ -313,7 +325,7 @@ def test_cli_setup_import_pull(labelstudio, tmp_path):
 
 
 def test_version_pulled_dataset_with_dvc(client, labelstudio, tmp_path):
-    from bg_platform.orchestration.versioning import version_dataset
+    from bg_platform.orchestration.versioning import VersioningError, version_dataset
 
     repo = tmp_path / "repo"
     repo.mkdir()
@@ -328,6 +340,10 @@ def test_version_pulled_dataset_with_dvc(client, labelstudio, tmp_path):
     md5 = version_dataset(folder, repo)
     assert md5.endswith(".dir") and md5 in (folder.parent / f"{brand}.dvc").read_text()
     assert version_dataset(folder, repo) == md5  # same content, same hash
+    (repo / ".gitignore").write_text("/data/\n")  # the repo's own layout ignores data/: say how to fix it
+    with pytest.raises(VersioningError, match=r"git-ignored.*`/data/\*`.*`!/data/brands/`"):
+        version_dataset(folder, repo)
+    (repo / ".gitignore").write_text("/data/*\n!/data/brands/\n")
 
     store = tmp_path / "dvc-store"
     subprocess.run(
