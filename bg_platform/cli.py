@@ -25,6 +25,12 @@ COMMANDS: dict[str, str] = {
     "validate": "bg_platform.commands.validate",
     "synth": "bg_platform.commands.synth",
     "contact-sheet": "bg_platform.commands.contact_sheet",
+    "dataset": "bg_platform.commands.dataset",
+    "train-judges": "bg_platform.commands.train_judges",
+    "train-base": "bg_platform.commands.train_base",
+    "evaluate": "bg_platform.commands.evaluate",
+    "generate": "bg_platform.commands.generate",
+    "demo": "bg_platform.commands.demo",
     "labelstudio": "bg_platform.commands.labelstudio",
 }
 

@@ -102,6 +102,129 @@ class ValidateConfig:
 
 
 @dataclass(frozen=True, config=_STRICT)
+class CodecConfig:
+    type: Literal["pca"] = F("pca", "tiny codec: patch PCA (fitted in seconds, nothing pretrained)")
+    patch_size: int = F(4, "patch side = latent downsampling factor", ge=1, le=16)
+    latent_channels: int = F(12, "principal components kept per patch", ge=1)
+    whiten: bool = F(True, "scale each component to unit variance")
+    fit_images: int = F(2000, "training images used to fit the codec", ge=16)
+
+
+@dataclass(frozen=True, config=_STRICT)
+class UNetConfig:
+    block_out_channels: tuple[int, ...] = F((48, 96, 96), "channels per UNet level", min_length=1)
+    cross_attention: tuple[bool, ...] = F((True, True, False), "which levels have (cross-)attention blocks")
+    layers_per_block: int = F(1, "resnets per level", ge=1)
+    attention_heads: tuple[int, ...] = F(
+        (2, 3, 3), "attention heads per level (passed as diffusers' misnamed `attention_head_dim`)", min_length=1
+    )
+    only_cross_attention: bool = F(True, "attention blocks attend to the prompt only (no spatial self-attention)")
+    norm_num_groups: int = F(16, "GroupNorm groups (must divide every channel count)", ge=1)
+
+
+@dataclass(frozen=True, config=_STRICT)
+class TextConfig:
+    hidden_size: int = F(64, "text encoder width = UNet cross_attention_dim", ge=8)
+    layers: int = F(2, "transformer layers", ge=1)
+    heads: int = F(4, "attention heads", ge=1)
+    intermediate_size: int = F(128, "MLP width", ge=8)
+    max_length: int = F(32, "prompt length in tokens (77 for Stable Diffusion)", ge=8, le=77)
+
+
+@dataclass(frozen=True, config=_STRICT)
+class PromptConfig:
+    template: str = F("{category} background{brand}", "fixed prompt template; {category} and {brand} are filled in")
+    mode: Literal["identifier", "words"] = F(
+        "identifier", "identifier: one added token per category; words: the category's name (ablation)"
+    )
+
+
+@dataclass(frozen=True, config=_STRICT)
+class ModelConfig:
+    kind: Literal["tiny", "pretrained"] = F("tiny", "tiny: random-init components built here; pretrained: load a local dir")
+    pretrained_path: str = F("", "local diffusers-format Stable Diffusion inpainting directory (kind: pretrained)")
+    resolution: int = F(64, "training / generation resolution in pixels", ge=16)
+    prediction_type: Literal["epsilon", "v_prediction"] = F("v_prediction", "what the UNet predicts")
+    beta_schedule: Literal["scaled_linear", "linear", "squaredcos_cap_v2"] = F("scaled_linear", "noise schedule")
+    num_train_timesteps: int = F(1000, "diffusion steps in training", ge=10)
+    seed: int = F(0, "seed of the random initialisation")
+    codec: CodecConfig = F(CodecConfig(), "tiny latent codec")
+    unet: UNetConfig = F(UNetConfig(), "tiny UNet")
+    text: TextConfig = F(TextConfig(), "tiny CLIP text encoder")
+    prompt: PromptConfig = F(PromptConfig(), "prompt template and identifier mode")
+
+
+@dataclass(frozen=True, config=_STRICT)
+class LoopConfig:
+    seed: int = F(0, "seed of data order, noise and dropout")
+    steps: int = F(2000, "optimizer steps", ge=1)
+    batch_size: int = F(32, "samples per step (per process)", ge=1)
+    lr: float = F(1e-3, "peak learning rate", gt=0)
+    warmup_steps: int = F(100, "linear warm-up steps", ge=0)
+    schedule: Literal["cosine", "constant"] = F("cosine", "learning-rate schedule after warm-up")
+    weight_decay: float = F(0.0, "AdamW weight decay", ge=0)
+    grad_clip: float = F(1.0, "max gradient norm (0 = off)", ge=0)
+    ema_decay: float = F(0.0, "EMA of trainable weights (0 = off)", ge=0, lt=1)
+    mixed_precision: Literal["no", "fp16", "bf16"] = F("no", "accelerate mixed precision (GPU)")
+    checkpoint_every: int = F(500, "steps between resumable checkpoints", ge=1)
+    keep_checkpoints: int = F(2, "newest checkpoints kept", ge=1)
+    log_every: int = F(25, "steps between loss-curve rows", ge=1)
+    sample_every: int = F(0, "steps between sample grids (0 = only at the end)", ge=0)
+
+
+@dataclass(frozen=True, config=_STRICT)
+class DiffusionLossConfig:
+    attention_loss: bool = F(True, "train with the mask-guided attention loss")
+    attention_loss_weight: float = F(0.01, "lambda of the attention loss", ge=0)
+    cfg_dropout: float = F(0.1, "share of steps with an empty prompt (classifier-free guidance)", ge=0, lt=1)
+    min_snr_gamma: float = F(5.0, "min-SNR loss weighting gamma (0 = off)", ge=0)
+    product_loss_weight: float = F(0.1, "loss weight of latent cells that are all product", ge=0, le=1)
+    train_text: Literal["tokens", "all", "none"] = F(
+        "tokens", "text encoder training: only the added identifier rows, everything, or nothing"
+    )
+    flip: bool = F(True, "random horizontal flips")
+
+
+@dataclass(frozen=True, config=_STRICT)
+class TrainBaseConfig:
+    out_dir: str = F("models/base", "the trained Category-Wise base (diffusers layout)")
+    run_dir: str = F("runs/base", "checkpoints and samples of the run")
+    plots_dir: str = F("plots/base", "loss curve CSV + PNG")
+    loop: LoopConfig = F(LoopConfig(), "the training loop")
+    loss: DiffusionLossConfig = F(DiffusionLossConfig(), "losses")
+
+
+@dataclass(frozen=True, config=_STRICT)
+class JudgeConfig:
+    out_dir: str = F("models/judges", "trained judge classifiers")
+    run_dir: str = F("runs/judges", "loss curves of judge training")
+    width: int = F(32, "channels of the first judge level", ge=4)
+    loop: LoopConfig = F(
+        LoopConfig(steps=500, batch_size=64, lr=2e-3, warmup_steps=25, weight_decay=1e-4, checkpoint_every=10_000),
+        "judge training loop",
+    )
+
+
+@dataclass(frozen=True, config=_STRICT)
+class SamplingConfig:
+    steps: int = F(25, "denoising steps", ge=1, le=1000)
+    guidance: float = F(3.0, "classifier-free guidance scale (1 = off)", ge=1.0, le=30.0)
+    scheduler: Literal["ddim", "dpm", "euler", "ddpm"] = F("ddim", "sampler")
+    confine: bool = F(True, "inference-time confinement of the category token to the background")
+    batch_size: int = F(64, "images per UNet batch", ge=1)
+
+
+@dataclass(frozen=True, config=_STRICT)
+class EvaluateBaseConfig:
+    per_category: int = F(40, "held-out products generated per category", ge=1)
+    grid_seeds: int = F(4, "columns of the sample grid", ge=1)
+    seed: int = F(1234, "seed of product choice and noise")
+    sampling: SamplingConfig = F(SamplingConfig(), "how images are generated")
+    out_dir: str = F("reports/base", "grid and plots")
+    metrics: str = F("metrics/base.json", "metrics file (dvc metrics)")
+
+
+@dataclass(frozen=True, config=_STRICT)
 class Params:
     dataset: DatasetConfig = F(DatasetConfig(), "which dataset feeds the pipeline")
     synth: SynthConfig = F(SynthConfig(), "BG-Synth, the embedded procedural dataset")
@@ -109,6 +232,10 @@ class Params:
     folder: FolderConfig = F(FolderConfig(), "importer for a plain images + masks + CSV folder")
     imageio: ImageIOConfig = F(ImageIOConfig(), "safe image reading limits")
     validate: ValidateConfig = F(ValidateConfig(), "Great Expectations data validation")
+    model: ModelConfig = F(ModelConfig(), "Category-Wise Generator architecture")
+    train_base: TrainBaseConfig = F(TrainBaseConfig(), "training of the Category-Wise base")
+    judges: JudgeConfig = F(JudgeConfig(), "independent judge classifiers (evaluation only)")
+    evaluate_base: EvaluateBaseConfig = F(EvaluateBaseConfig(), "evaluation of the base")
 
 
 _ADAPTER = TypeAdapter(Params)
