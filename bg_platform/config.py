@@ -189,7 +189,8 @@ class DiffusionLossConfig:
 class TrainBaseConfig:
     out_dir: str = F("models/base", "the trained Category-Wise base (diffusers layout)")
     run_dir: str = F("runs/base", "checkpoints and samples of the run")
-    plots_dir: str = F("plots/base", "loss curve CSV + PNG")
+    plots_dir: str = F("plots/base", "loss curve CSV + PNG, and a sample grid after training")
+    sample_steps: int = F(20, "denoising steps of the post-training sample grid", ge=1)
     loop: LoopConfig = F(LoopConfig(), "the training loop")
     loss: DiffusionLossConfig = F(DiffusionLossConfig(), "losses")
 
@@ -251,9 +252,24 @@ def deep_merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, An
     return out
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A duplicated key would silently override the first one: make it an error."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (delete or merge one of them)", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.load(path.read_text(), Loader=_UniqueKeyLoader) or {}
     except FileNotFoundError:
         raise ConfigError(f"params file not found: {path} (run from the repository root or pass --params)") from None
     except yaml.YAMLError as exc:

@@ -137,8 +137,8 @@ def evaluate_base(
         "category_fidelity_per_class": fidelity["per_class"],
         "judge_accuracy_real_heldout": real["accuracy"],
         "judge_accuracy_codec_reconstruction": recon["accuracy"],
-        "judge_fd_generated_vs_real": round(fd_gen, 4),
-        "judge_fd_real_vs_real_floor": round(fd_floor, 4),
+        "judge_fd_generated_vs_real": float(f"{fd_gen:.5g}"),
+        "judge_fd_real_vs_real_floor": float(f"{fd_floor:.5g}"),
         "judge_fd_ratio": round(fd_gen / max(fd_floor, 1e-9), 3),
         "attention_background_mass_learned": round(learned, 4),
         "attention_background_mass_confined": round(confined, 4),
@@ -175,8 +175,8 @@ def format_summary(m: dict) -> str:
         [
             f"category fidelity        {m['category_fidelity']:.3f}   (judge on real held-out {m['judge_accuracy_real_heldout']:.3f}, "
             f"on codec reconstructions {m['judge_accuracy_codec_reconstruction']:.3f})",
-            f"judge Fréchet distance   {m['judge_fd_generated_vs_real']:.3f}   (real-vs-real floor "
-            f"{m['judge_fd_real_vs_real_floor']:.3f}, ratio {m['judge_fd_ratio']:.2f})",
+            f"judge Fréchet distance   {m['judge_fd_generated_vs_real']:.4g}   (real-vs-real floor "
+            f"{m['judge_fd_real_vs_real_floor']:.4g}, ratio {m['judge_fd_ratio']:.2f})",
             f"attention on background  {m['attention_background_mass_learned']:.3f} learned, "
             f"{m['attention_background_mass_confined']:.3f} confined",
             f"product preservation     {m['product_preservation']:.4f}   edge bleed {m['edge_bleed']:.4f}",

@@ -19,7 +19,14 @@ from PIL import Image
 from bg_platform.errors import BgError
 from bg_platform.model import attention
 from bg_platform.model.components import Components
-from bg_platform.model.inpaint import conditioning, prompts_and_token_mask, to_tensor_images, to_tensor_masks, to_uint8, unet_input
+from bg_platform.model.inpaint import (
+    conditioning,
+    prompts_and_token_mask,
+    to_tensor_images,
+    to_tensor_masks,
+    to_uint8,
+    unet_input,
+)
 
 SCHEDULERS = ("ddim", "dpm", "euler", "ddpm")
 

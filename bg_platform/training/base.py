@@ -83,5 +83,5 @@ def train_base(params: Params, dataset_dir: str | Path, out_dir: str | Path, res
         progress=progress, run_key=run_key(params, dataset_dir),
     )
     fp = save(components, out_dir)
-    sample_grid(components, data, Path(cfg.plots_dir) / "samples.png")
+    sample_grid(components, data, Path(cfg.plots_dir) / "samples.png", steps=cfg.sample_steps)
     return BaseResult(Path(out_dir), fp, result.steps, time.perf_counter() - t0, result.final_loss, result.resumed_from)

@@ -299,7 +299,7 @@ def train(
             if step % cfg.checkpoint_every == 0 and step < cfg.steps:
                 curve.flush()
                 _atomic_save_state(accelerator, run_dir, step, cfg.keep_checkpoints, {"run_key": run_key})
-        if step > start:
+        if step > start and cfg.checkpoint_every <= cfg.steps:
             _atomic_save_state(accelerator, run_dir, step, cfg.keep_checkpoints, {"run_key": run_key})
     finally:
         bar.close()

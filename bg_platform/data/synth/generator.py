@@ -106,8 +106,8 @@ def plan(cfg: SynthConfig) -> list[SampleSpec]:
     return specs
 
 
-def render_sample(spec: SampleSpec, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """(image uint8 (s, s, 3), mask uint8 (s, s) with product = 255)."""
+def render_layers(spec: SampleSpec, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(background with brand style and contact shadow, product RGB, product mask) as floats/bool."""
     rng = np.random.default_rng(list(spec.key))
     bg = PAINTERS[spec.category](rng, size)
     placement: Placement = place(rng, spec.product)
@@ -117,8 +117,18 @@ def render_sample(spec: SampleSpec, size: int) -> tuple[np.ndarray, np.ndarray]:
         bg = style.paint(rng, bg, placement, spec.product.aspect)
     bg = bg * (1.0 - contact_shadow(placement, spec.product.aspect, size))[..., None]
     rgb, mask = render(spec.product, placement, size)
+    return bg, rgb, mask
+
+
+def to_uint8(img: np.ndarray) -> np.ndarray:
+    return (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)
+
+
+def render_sample(spec: SampleSpec, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(image uint8 (s, s, 3), mask uint8 (s, s) with product = 255)."""
+    bg, rgb, mask = render_layers(spec, size)
     img = np.where(mask[..., None], rgb, bg)
-    return (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8), np.where(mask, 255, 0).astype(np.uint8)
+    return to_uint8(img), np.where(mask, 255, 0).astype(np.uint8)
 
 
 def _work(args: tuple[SampleSpec, int]) -> tuple[str, bytes, bytes]:
