@@ -118,22 +118,37 @@ class DiffusionTask:
         return loss, logs
 
 
+def identifier_ids(components: Components) -> list[int]:
+    """Token ids of the added identifiers (category tokens in identifier mode, brand tokens)."""
+    from bg_platform.model.tokens import brand_token, category_token
+
+    names = [brand_token(b) for b in components.meta.brands]
+    if components.meta.prompt.mode == "identifier":
+        names += [category_token(c) for c in components.meta.categories]
+    vocab = components.tokenizer.get_vocab()
+    return sorted(vocab[n] for n in names if n in vocab)
+
+
+def token_rows_group(components: Components, ids: list[int]) -> dict:
+    """A param group training only the embedding rows `ids` (a gradient hook zeroes the rest;
+    no weight decay, so untouched rows stay exactly as they were)."""
+    emb = components.text_encoder.get_input_embeddings().weight
+    emb.requires_grad_(True)
+    rows = torch.zeros(emb.shape[0], 1)
+    rows[ids] = 1.0
+    emb.register_hook(lambda g: g * rows.to(g.device, g.dtype))
+    return {"params": [emb], "weight_decay": 0.0}
+
+
 def base_param_groups(components: Components, train_text: str) -> list[dict]:
     """UNet fully; the text encoder per `train_text`: 'tokens' = only the added identifier rows."""
-    unet, te, tok = components.unet, components.text_encoder, components.tokenizer
+    unet, te = components.unet, components.text_encoder
     unet.requires_grad_(True)
     te.requires_grad_(False)
-    groups = [{"params": [p for p in unet.parameters()]}]
+    groups = [{"params": list(unet.parameters())}]
     if train_text == "all":
         te.requires_grad_(True)
-        groups.append({"params": [p for p in te.parameters()], "weight_decay": 0.0})
-    elif train_text == "tokens":
-        added = sorted(tok.get_added_vocab().values())
-        if added:
-            emb = te.get_input_embeddings().weight
-            emb.requires_grad_(True)
-            rows = torch.zeros(emb.shape[0], 1)
-            rows[added] = 1.0
-            emb.register_hook(lambda g: g * rows.to(g.device, g.dtype))  # only identifier rows learn
-            groups.append({"params": [emb], "weight_decay": 0.0})
+        groups.append({"params": list(te.parameters()), "weight_decay": 0.0})
+    elif train_text == "tokens" and (ids := identifier_ids(components)):
+        groups.append(token_rows_group(components, ids))
     return groups
