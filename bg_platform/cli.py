@@ -30,6 +30,8 @@ COMMANDS: dict[str, str] = {
     "train-base": "bg_platform.commands.train_base",
     "evaluate": "bg_platform.commands.evaluate",
     "generate": "bg_platform.commands.generate",
+    "train-adapter": "bg_platform.commands.train_adapter",
+    "evaluate-adapter": "bg_platform.commands.evaluate_adapter",
     "demo": "bg_platform.commands.demo",
     "labelstudio": "bg_platform.commands.labelstudio",
 }

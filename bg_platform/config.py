@@ -226,6 +226,50 @@ class EvaluateBaseConfig:
 
 
 @dataclass(frozen=True, config=_STRICT)
+class AdapterConfig:
+    rank: int = F(8, "LoRA rank (alpha = rank)", ge=1, le=128)
+    targets: tuple[str, ...] = F(("to_q", "to_k", "to_v", "to_out.0"), "UNet attention projections that get LoRA")
+    brand_token: bool = F(False, "also learn a brand identifier token (prompt: '... by <brand:x>')")
+    references: int = F(12, "reference images used per brand (the brand's train split, in id order)", ge=1)
+    min_references: int = F(3, "fewest references an adapter may be trained from", ge=1)
+    max_references: int = F(20, "most references an adapter may be trained from", ge=1)
+    augment: Literal["replace", "flip", "none"] = F("replace", "product re-placement + scale + flip, flip only, or none")
+    out_dir: str = F("models/adapters", "one folder per brand")
+    run_dir: str = F("runs/adapters", "checkpoints per brand")
+    plots_dir: str = F("plots/adapters", "loss curves and sample grids per brand")
+    loop: LoopConfig = F(
+        LoopConfig(steps=300, batch_size=8, lr=1e-3, warmup_steps=20, checkpoint_every=100, log_every=10),
+        "the training loop (the same loop as the base)",
+    )
+    loss: DiffusionLossConfig = F(DiffusionLossConfig(cfg_dropout=0.1), "losses")
+
+
+@dataclass(frozen=True, config=_STRICT)
+class GateConfig:
+    min_brand_accuracy: float = F(0.9, "brand judge accuracy with the adapter must reach this", ge=0, le=1)
+    max_category_drop: float = F(0.3, "category fidelity may drop at most this much vs the base", ge=0, le=1)
+    min_brand_gain: float = F(0.3, "brand accuracy gain over the base that an adapter must bring", ge=0, le=1)
+
+
+@dataclass(frozen=True, config=_STRICT)
+class EvaluateAdapterConfig:
+    per_category: int = F(12, "held-out products generated per category of the brand", ge=1)
+    other_categories: int = F(2, "categories outside the brand's own also evaluated", ge=0)
+    seed: int = F(4321, "seed of product choice and noise")
+    sampling: SamplingConfig = F(SamplingConfig(), "how images are generated")
+    out_dir: str = F("reports/adapters", "grids and plots per brand")
+    metrics_dir: str = F("metrics/adapters", "metrics JSON per brand (dvc metrics)")
+    gate: GateConfig = F(GateConfig(), "pass/fail thresholds for deployment")
+
+
+@dataclass(frozen=True, config=_STRICT)
+class RegistryConfig:
+    root: str = F("registry", "adapter registry root: a folder or any fsspec URL (s3://, gs://, ...)")
+    publish: bool = F(True, "publish adapters that pass the gate (DVC adapter stages)")
+    promote: bool = F(True, "promote published adapters to production when they pass the gate")
+
+
+@dataclass(frozen=True, config=_STRICT)
 class Params:
     dataset: DatasetConfig = F(DatasetConfig(), "which dataset feeds the pipeline")
     synth: SynthConfig = F(SynthConfig(), "BG-Synth, the embedded procedural dataset")
@@ -237,6 +281,9 @@ class Params:
     train_base: TrainBaseConfig = F(TrainBaseConfig(), "training of the Category-Wise base")
     judges: JudgeConfig = F(JudgeConfig(), "independent judge classifiers (evaluation only)")
     evaluate_base: EvaluateBaseConfig = F(EvaluateBaseConfig(), "evaluation of the base")
+    adapter: AdapterConfig = F(AdapterConfig(), "brand adapters (Personality-Wise Generator)")
+    evaluate_adapter: EvaluateAdapterConfig = F(EvaluateAdapterConfig(), "evaluation and gate of brand adapters")
+    registry: RegistryConfig = F(RegistryConfig(), "where adapters are published")
 
 
 _ADAPTER = TypeAdapter(Params)
@@ -321,6 +368,18 @@ def _cross_check(p: Params, source: str) -> None:
         )
     if p.validate.min_side > p.validate.max_side:
         problems.append(f"  validate.min_side ({p.validate.min_side}) exceeds validate.max_side ({p.validate.max_side})")
+    if not p.adapter.min_references <= p.adapter.references <= p.adapter.max_references:
+        problems.append(
+            f"  adapter.references ({p.adapter.references}) must lie within adapter.min_references "
+            f"({p.adapter.min_references}) and adapter.max_references ({p.adapter.max_references})"
+        )
+    if len(p.model.unet.cross_attention) != len(p.model.unet.block_out_channels):
+        problems.append("  model.unet.cross_attention needs one entry per model.unet.block_out_channels level")
+    if len(p.model.unet.attention_heads) != len(p.model.unet.block_out_channels):
+        problems.append("  model.unet.attention_heads needs one entry per model.unet.block_out_channels level")
+    bad_groups = [c for c in p.model.unet.block_out_channels if c % p.model.unet.norm_num_groups]
+    if bad_groups:
+        problems.append(f"  model.unet.norm_num_groups ({p.model.unet.norm_num_groups}) must divide every channel count; not {bad_groups}")
     if p.synth.val_fraction + p.synth.test_fraction >= 0.8:
         problems.append("  synth.val_fraction + synth.test_fraction must leave at least 20% of products for training")
     if problems:

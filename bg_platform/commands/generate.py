@@ -41,16 +41,18 @@ def run(args, params) -> int:
     comps = load(args.model or params.train_base.out_dir)
     check_request(img.rgb, mask, args.category, comps.meta.categories)
     pipe = BgPipeline(comps)
+    slot = None
     if args.adapter:
         from bg_platform.model.lora import attach_adapter_dir
 
         attach_adapter_dir(pipe, args.adapter)
+        slot = "slot0"
     s = params.evaluate_base.sampling
     seeds = list(range(args.seed, args.seed + args.num_images))
     out = pipe.generate(
         [img.rgb] * len(seeds), [mask] * len(seeds), [args.category] * len(seeds), seeds,
         steps=args.steps or s.steps, guidance=args.guidance or s.guidance, scheduler=args.scheduler or s.scheduler,
-        confine=not args.no_confine,
+        confine=not args.no_confine, slots=[slot] * len(seeds),
     )
     folder = Path(args.out)
     stem = Path(args.image).stem

@@ -53,11 +53,11 @@ def encode_text(tokenizer, text_encoder, prompts: Sequence[str]) -> tuple[torch.
 
 
 def prompts_and_token_mask(
-    tokenizer, spec: PromptSpec, categories: Sequence[str | None], brands: Sequence[str | None] | None = None, brand_tokens: bool = False
+    tokenizer, spec: PromptSpec, categories: Sequence[str | None], brand_texts: Sequence[str | None] | None = None
 ) -> tuple[list[str], torch.Tensor, torch.Tensor]:
-    """Prompts for (category, brand) rows ("" for unconditional rows: category None), their ids,
-    and the [B, T] mask of each row's category tokens."""
-    brands = brands or [None] * len(categories)
-    prompts = [spec.prompt(c, b, brand_tokens) if c else "" for c, b in zip(categories, brands, strict=True)]
+    """Prompts for (category, brand token) rows ("" for unconditional rows: category None), their
+    ids, and the [B, T] mask of each row's category tokens."""
+    brand_texts = brand_texts or [None] * len(categories)
+    prompts = [spec.prompt(c, b) if c else "" for c, b in zip(categories, brand_texts, strict=True)]
     ids = encode_prompts(tokenizer, prompts)
     return prompts, ids, category_token_mask(tokenizer, spec, ids, categories)

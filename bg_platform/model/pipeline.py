@@ -10,6 +10,7 @@ on which other requests share its batch.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,6 +28,7 @@ from bg_platform.model.inpaint import (
     to_uint8,
     unet_input,
 )
+from bg_platform.model.lora import BASE
 
 SCHEDULERS = ("ddim", "dpm", "euler", "ddpm")
 
@@ -82,17 +84,28 @@ def _resize(img: np.ndarray, size: int, resample=Image.BICUBIC) -> np.ndarray:
 
 
 class BgPipeline:
-    def __init__(self, components: Components, device: str | torch.device = "cpu"):
+    """The base pipeline, loaded once. With `lora_slots` > 0 it carries that many pre-allocated
+    LoRA slots (see model.lora.LoraSlots) and every row of a batch can use a different one."""
+
+    def __init__(self, components: Components, device: str | torch.device = "cpu", lora_slots: int = 0, max_rank: int = 16):
         self.c = components.to(device)
         self.device = torch.device(device)
         self.store = attention.AttnStore()
         attention.install(self.c.unet, self.store)
+        self.slots = None
+        if lora_slots:
+            from bg_platform.model.lora import LoraSlots
+
+            self.slots = LoraSlots(self.c.unet, self.c.text_encoder, self.c.tokenizer, slots=lora_slots, max_rank=max_rank)
         for m in self.c.modules().values():
             m.eval()
 
     @property
     def categories(self) -> tuple[str, ...]:
         return self.c.meta.categories
+
+    def _routed(self, route: Sequence[str]):
+        return self.slots.route(route) if self.slots is not None else nullcontext()
 
     @torch.no_grad()
     def generate(
@@ -102,13 +115,12 @@ class BgPipeline:
         categories: Sequence[str],
         seeds: Sequence[int],
         *,
-        brands: Sequence[str | None] | None = None,
+        slots: Sequence[str | None] | None = None,
         steps: int = 25,
         guidance: float = 3.0,
         scheduler: str = "ddim",
         confine: bool = True,
         batch_size: int = 64,
-        brand_tokens: bool = False,
         progress: bool = False,
     ) -> Generated:
         n = len(images)
@@ -125,14 +137,14 @@ class BgPipeline:
         for s in chunks:
             sl = slice(s, s + batch_size)
             b_out, b_raw = self._generate_batch(
-                images[sl], masks[sl], categories[sl], seeds[sl], (brands or [None] * n)[sl],
-                steps, guidance, scheduler, confine, brand_tokens,
+                images[sl], masks[sl], categories[sl], seeds[sl], (slots or [None] * n)[sl],
+                steps, guidance, scheduler, confine,
             )
             out += b_out
             raw += b_raw
         return Generated(out, raw)
 
-    def _generate_batch(self, images, masks, categories, seeds, brands, steps, guidance, scheduler, confine, brand_tokens):
+    def _generate_batch(self, images, masks, categories, seeds, slots, steps, guidance, scheduler, confine):
         c, dev, res = self.c, self.device, self.c.meta.resolution
         b = len(images)
         x = to_tensor_images([_resize(i, res) for i in images]).to(dev)
@@ -140,8 +152,12 @@ class BgPipeline:
         z_masked, bg_latent = conditioning(c.codec, x, product)
         use_cfg = guidance > 1.0
         rows_cat = list(categories) + ([None] * b if use_cfg else [])
-        rows_brand = list(brands) + ([None] * b if use_cfg else [])
-        _, ids, token_mask = prompts_and_token_mask(c.tokenizer, c.meta.prompt, rows_cat, rows_brand, brand_tokens)
+        if any(slots) and self.slots is None:
+            raise RequestError("this pipeline has no LoRA slots; build it with lora_slots > 0 to use adapters")
+        brand_texts = [self.slots.token_of(sl) if (self.slots and sl) else None for sl in slots]
+        rows_brand = brand_texts + ([None] * b if use_cfg else [])
+        _, ids, token_mask = prompts_and_token_mask(c.tokenizer, c.meta.prompt, rows_cat, rows_brand)
+        route = [sl or BASE for sl in slots] * (2 if use_cfg else 1)
         text = c.text_encoder(ids.to(dev))[0]
         sched = make_scheduler(scheduler, c.noise_scheduler)
         sched.set_timesteps(steps, device=dev)
@@ -158,7 +174,8 @@ class BgPipeline:
                 self.store.reset()
                 inp = sched.scale_model_input(latents, t)
                 model_in = unet_input(inp, bg_latent, z_masked).repeat(reps, 1, 1, 1)
-                pred = c.unet(model_in, t, encoder_hidden_states=text).sample
+                with self._routed(route):
+                    pred = c.unet(model_in, t, encoder_hidden_states=text).sample
                 if use_cfg:
                     cond, uncond = pred[:b], pred[b:]
                     pred = uncond + guidance * (cond - uncond)

@@ -55,8 +55,9 @@ class PromptSpec:
     def category_text(self, category: str) -> str:
         return category_token(category) if self.mode == "identifier" else category.replace("_", " ")
 
-    def prompt(self, category: str, brand: str | None = None, brand_tokens: bool = False) -> str:
-        brand_part = f" by {brand_token(brand)}" if (brand and brand_tokens) else ""
+    def prompt(self, category: str, brand_text: str | None = None) -> str:
+        """`brand_text`: the brand's identifier token (or a serving slot's), None for no brand."""
+        brand_part = f" by {brand_text}" if brand_text else ""
         return self.template.format(category=self.category_text(category), brand=brand_part)
 
 

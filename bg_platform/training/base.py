@@ -14,6 +14,7 @@ import numpy as np
 from bg_platform.config import Params, to_dict
 from bg_platform.data import manifest
 from bg_platform.model.components import build_tiny, load, save
+from bg_platform.training.augment import flip_augment
 from bg_platform.training.data import ImageSet, load_set, to_model_space
 from bg_platform.training.diffusion import DiffusionTask, base_param_groups
 from bg_platform.training.loop import train
@@ -77,7 +78,7 @@ def train_base(params: Params, dataset_dir: str | Path, out_dir: str | Path, res
     data = load_set(dataset_dir, params.model.resolution, splits=("train",), brand="", progress=progress)
     components = build_components(params, data)
     groups = base_param_groups(components, cfg.loss.train_text)
-    task = DiffusionTask(components, data, cfg.loss, groups)
+    task = DiffusionTask(components, data, cfg.loss, groups, augment=flip_augment if cfg.loss.flip else None)
     result = train(
         task, cfg.loop, cfg.run_dir, resume=resume, curve_csv=Path(cfg.plots_dir) / "loss.csv", desc="train_base",
         progress=progress, run_key=run_key(params, dataset_dir),

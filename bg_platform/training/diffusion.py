@@ -18,14 +18,8 @@ from bg_platform.model.components import Components
 from bg_platform.model.inpaint import conditioning, prompts_and_token_mask, unet_input
 from bg_platform.training.data import ImageSet, ImageSetDataset, to_model_space
 
-Augment = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
-
-
-def flip_augment(x: torch.Tensor, product: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    flip = torch.rand(x.shape[0]) < 0.5
-    x = torch.where(flip[:, None, None, None], x.flip(3), x)
-    product = torch.where(flip[:, None, None, None], product.flip(3), product)
-    return x, product
+# (images, product) -> (images, product, valid): `valid` marks pixels whose target is known
+Augment = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
 
 
 class DiffusionTask:
@@ -37,14 +31,14 @@ class DiffusionTask:
         param_groups: list[dict],
         *,
         augment: Augment | None = None,
-        brand_tokens: bool = False,
+        brand_token: str | None = None,
     ):
         self.c = components
         self.data = data
         self.cfg = loss_cfg
         self._groups = param_groups
-        self.augment = augment or (flip_augment if loss_cfg.flip else None)
-        self.brand_tokens = brand_tokens
+        self.augment = augment
+        self.brand_token = brand_token  # prompt token for rows with a brand (adapters with a token)
         self.store = attention.AttnStore()
         attention.install(components.unet, self.store)
         self.unet = components.unet
@@ -78,16 +72,17 @@ class DiffusionTask:
         dev = next(self.unet.parameters()).device
         x, product = to_model_space(batch["image"], batch["mask"])
         x, product = x.to(dev), product.to(dev)
+        valid = torch.ones_like(product)
         if self.augment is not None:
-            x, product = self.augment(x, product)
+            x, product, valid = self.augment(x, product)
         with torch.no_grad():
             z0 = c.codec.encode(x)
             z_masked, bg_latent = conditioning(c.codec, x, product)
         b = x.shape[0]
         drop = torch.rand(b) < self.cfg.cfg_dropout
         cats = [None if d else cat for d, cat in zip(drop.tolist(), batch["category"], strict=True)]
-        brands = [None if d else (br or None) for d, br in zip(drop.tolist(), batch["brand"], strict=True)]
-        _, ids, token_mask = prompts_and_token_mask(c.tokenizer, c.meta.prompt, cats, brands, self.brand_tokens)
+        brands = [None if (d or not br) else self.brand_token for d, br in zip(drop.tolist(), batch["brand"], strict=True)]
+        _, ids, token_mask = prompts_and_token_mask(c.tokenizer, c.meta.prompt, cats, brands)
         text = self.text_encoder(ids.to(dev))[0]
         noise = torch.randn_like(z0)
         t = torch.randint(0, c.noise_scheduler.config.num_train_timesteps, (b,), device=dev)
@@ -101,6 +96,7 @@ class DiffusionTask:
             pred = self.unet(unet_input(noisy, bg_latent, z_masked), t, encoder_hidden_states=text).sample
             # background cells count fully, all-product cells a little (they are given, not generated)
             w = bg_latent + self.cfg.product_loss_weight * (1 - bg_latent)
+            w = w * F.adaptive_avg_pool2d(valid, bg_latent.shape[-2:])  # unknown target pixels do not count
             per = (F.mse_loss(pred.float(), target.float(), reduction="none") * w).sum((1, 2, 3)) / (
                 w.sum((1, 2, 3)) * pred.shape[1]
             )

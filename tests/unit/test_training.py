@@ -113,7 +113,7 @@ def test_diffusion_task_trains_unet_and_only_identifier_rows(tiny_components_fac
     data = load_set(tiny_dataset, 64, splits=("train",), brand="")
     emb0 = c.text_encoder.get_input_embeddings().weight.detach().clone()
     unet0 = [p.detach().clone() for p in c.unet.parameters()]
-    task = DiffusionTask(c, data, smoke_params.train_base.loss, base_param_groups(c, "tokens"))
+    task = DiffusionTask(c, data, smoke_params.train_base.loss, base_param_groups(c, "tokens"))  # no augmentation
     r = train(task, dataclasses.replace(smoke_params.train_base.loop, steps=3), tmp_path / "run", progress=False)
     assert r.final_loss == r.final_loss  # finite
     emb1 = c.text_encoder.get_input_embeddings().weight.detach()
