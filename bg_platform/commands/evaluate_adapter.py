@@ -10,7 +10,10 @@ def add_arguments(p) -> None:
     p.add_argument("--brand", required=True)
     p.add_argument("--adapter", help="adapter folder (default: adapter.out_dir/<brand>)")
     p.add_argument("--base", help="base model folder (default: train_base.out_dir)")
-    p.add_argument("--dataset", help="dataset folder (default: dataset.dir)")
+    p.add_argument("--dataset", help="dataset folder with the brand's references (default: dataset.dir)")
+    p.add_argument("--products", help="dataset folder with held-out category-default products (default: dataset.dir)")
+    p.add_argument("--metrics", help="metrics JSON (default: evaluate_adapter.metrics_dir/<brand>.json)")
+    p.add_argument("--report-dir", help="sample grid folder (default: evaluate_adapter.out_dir/<brand>)")
     p.add_argument("--judges", help="judges folder (default: judges.out_dir)")
     p.add_argument("--publish", action="store_true", help="publish to registry.root (promote if the gate passes)")
     p.add_argument("--registry", help="registry root (default: registry.root)")
@@ -25,8 +28,9 @@ def run(args, params) -> int:
     adapter_dir = args.adapter or Path(params.adapter.out_dir) / args.brand
     metrics = evaluate_adapter(
         args.brand, adapter_dir, args.base or params.train_base.out_dir, args.dataset or params.dataset.dir,
-        args.judges or params.judges.out_dir, cfg, out_dir=Path(cfg.out_dir) / args.brand,
-        metrics_path=Path(cfg.metrics_dir) / f"{args.brand}.json",
+        args.judges or params.judges.out_dir, cfg, products_dir=args.products or params.dataset.dir,
+        judge_cfg=params.judges, out_dir=args.report_dir or Path(cfg.out_dir) / args.brand,
+        metrics_path=args.metrics or Path(cfg.metrics_dir) / f"{args.brand}.json",
     )
     print(format_summary(metrics))
     if args.publish and params.registry.publish:

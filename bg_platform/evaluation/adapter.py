@@ -17,14 +17,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bg_platform.config import EvaluateAdapterConfig, GateConfig
-from bg_platform.evaluation.judge import Judge, accuracy_report
+from bg_platform.config import EvaluateAdapterConfig, GateConfig, JudgeConfig
+from bg_platform.errors import BgError, DataError
+from bg_platform.evaluation.judge import Judge, accuracy_report, train_judge
 from bg_platform.evaluation.judges import NO_BRAND
 from bg_platform.grids import save_grid
 from bg_platform.model.components import load
 from bg_platform.model.lora import load_adapter
 from bg_platform.model.pipeline import BgPipeline
-from bg_platform.training.data import load_set
+from bg_platform.training.data import concat, load_set
 
 
 @dataclass(frozen=True)
@@ -54,23 +55,47 @@ def _mean_distance(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.linalg.norm(a.mean(0) - b.mean(0)))
 
 
+def _brand_judge(judges_dir: Path, brand: str, refs, products, judge_cfg: JudgeConfig | None, run_dir: Path) -> tuple[Judge, bool]:
+    """The shared brand judge when it knows `brand`; otherwise one trained here, on real images
+    only (the brand's references vs category-default samples), for a brand onboarded after the
+    judges were trained."""
+    judge = Judge.load(judges_dir / "brand") if (judges_dir / "brand" / "judge.json").exists() else None
+    if judge is not None and brand in judge.classes:
+        return judge, False
+    if judge_cfg is None:
+        raise BgError(f"the brand judge in {judges_dir} does not know brand {brand!r}; pass a judge config to train one")
+    rng = np.random.default_rng(0)
+    pick = rng.choice(len(products), size=min(len(products), max(8 * len(refs), 64)), replace=False).tolist()
+    data = concat([refs, products.subset(pick)])
+    labels = [brand] * len(refs) + [NO_BRAND] * len(pick)
+    return train_judge(data, labels, [NO_BRAND, brand], judge_cfg, run_dir, f"brand-{brand}", progress=False), True
+
+
 def evaluate_adapter(
     brand: str, adapter_dir: str | Path, base_dir: str | Path, dataset_dir: str | Path, judges_dir: str | Path,
-    cfg: EvaluateAdapterConfig, *, out_dir: str | Path | None = None, metrics_path: str | Path | None = None,
-    progress: bool = False,
+    cfg: EvaluateAdapterConfig, *, products_dir: str | Path | None = None, judge_cfg: JudgeConfig | None = None,
+    out_dir: str | Path | None = None, metrics_path: str | Path | None = None, progress: bool = False,
 ) -> dict:
+    """`dataset_dir` holds the brand's references (train = what the adapter saw; val/test = held
+    out); `products_dir` (default: the same) holds category-default test products never seen in
+    training. A brand unknown to the shared brand judge gets a judge trained here (needs `judge_cfg`)."""
     comps = load(base_dir)
     meta, tensors = load_adapter(adapter_dir, comps.meta.fingerprint)
     pipe = BgPipeline(comps, lora_slots=1, max_rank=meta.rank)
     pipe.slots.activate("slot0", f"{brand}", pipe.slots.prepare(meta, tensors))
     res = comps.meta.resolution
-    brand_judge = Judge.load(Path(judges_dir) / "brand")
     cat_judge = Judge.load(Path(judges_dir) / "category")
     refs = load_set(dataset_dir, res, splits=("train",), brand=brand)
     own = sorted(set(refs.categories) & set(comps.meta.categories))
     others = [c for c in comps.meta.categories if c not in own][: cfg.other_categories]
-    held_refs = load_set(dataset_dir, res, splits=("val", "test"), brand=brand)
-    products = load_set(dataset_dir, res, splits=("test",), brand="")  # products the adapter never saw
+    try:
+        held_refs, heldout = load_set(dataset_dir, res, splits=("val", "test"), brand=brand), True
+    except DataError:  # e.g. a Label Studio brand with references only: compare to those, and say so
+        held_refs, heldout = refs, False
+    products = load_set(products_dir or dataset_dir, res, splits=("test",), brand="")  # never seen in training
+    brand_judge, judge_trained_here = _brand_judge(
+        Path(judges_dir), brand, refs, load_set(products_dir or dataset_dir, res, splits=("train",), brand=""),
+        judge_cfg, Path(out_dir or ".") / "judge")
 
     rng = np.random.default_rng(cfg.seed)
     cats = own + others
@@ -112,6 +137,8 @@ def evaluate_adapter(
         "brand_chance_level": round(1 / len(brand_judge.classes), 4),
         "brand_judge_classes": list(brand_judge.classes),
         "brand_judge_real_heldout": brand_judge.accuracy(held_refs.images, held_refs.masks, [brand] * len(held_refs))["accuracy"],
+        "brand_judge_trained_for_this_brand": judge_trained_here,
+        "references_heldout": heldout,
         "feature_distance_with_adapter": round(d_with, 4),
         "feature_distance_without_adapter": round(d_without, 4),
         "category_fidelity_with_adapter": cat_with["accuracy"],

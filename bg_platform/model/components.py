@@ -154,7 +154,7 @@ def add_tokens(components: Components, tokens: Sequence[str]) -> list[str]:
     old_n = len(tok)
     tok.add_tokens(new)
     te = components.text_encoder
-    te.resize_token_embeddings(len(tok))
+    te.resize_token_embeddings(len(tok), mean_resizing=False)
     emb = te.get_input_embeddings().weight
     with torch.no_grad():
         mean, std = emb[:old_n].mean(0), emb[:old_n].std(0)

@@ -139,7 +139,7 @@ class LoraSlots:
             new = [t for t in self.tokens.values() if t not in tokenizer.get_vocab()]
             if new:
                 tokenizer.add_tokens(new)
-                text_encoder.resize_token_embeddings(len(tokenizer))
+                text_encoder.resize_token_embeddings(len(tokenizer), mean_resizing=False)
             self.token_ids = {n: tokenizer.convert_tokens_to_ids(t) for n, t in self.tokens.items()}
 
     def token_of(self, slot: str) -> str | None:

@@ -88,6 +88,17 @@ def load_set(
     )
 
 
+def concat(sets: Sequence[ImageSet]) -> ImageSet:
+    return ImageSet(
+        [i for s in sets for i in s.ids],
+        torch.cat([s.images for s in sets]),
+        torch.cat([s.masks for s in sets]),
+        [c for s in sets for c in s.categories],
+        [b for s in sets for b in s.brands],
+        [p for s in sets for p in s.products],
+    )
+
+
 class ImageSetDataset(torch.utils.data.Dataset):
     def __init__(self, data: ImageSet):
         self.data = data
