@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -284,6 +285,7 @@ class Params:
     adapter: AdapterConfig = F(AdapterConfig(), "brand adapters (Personality-Wise Generator)")
     evaluate_adapter: EvaluateAdapterConfig = F(EvaluateAdapterConfig(), "evaluation and gate of brand adapters")
     registry: RegistryConfig = F(RegistryConfig(), "where adapters are published")
+    brands: tuple[str, ...] = F(("aurora", "kinetic", "verdant"), "brands the DVC adapter stages train (foreach)")
 
 
 _ADAPTER = TypeAdapter(Params)
@@ -380,6 +382,9 @@ def _cross_check(p: Params, source: str) -> None:
     bad_groups = [c for c in p.model.unet.block_out_channels if c % p.model.unet.norm_num_groups]
     if bad_groups:
         problems.append(f"  model.unet.norm_num_groups ({p.model.unet.norm_num_groups}) must divide every channel count; not {bad_groups}")
+    bad_brands = [b for b in p.brands if not re.match(BRAND_PATTERN, b)]
+    if bad_brands:
+        problems.append(f"  brands: {bad_brands} do not match {BRAND_PATTERN} (lowercase letters, digits, _ and -)")
     if p.synth.val_fraction + p.synth.test_fraction >= 0.8:
         problems.append("  synth.val_fraction + synth.test_fraction must leave at least 20% of products for training")
     if problems:
@@ -389,6 +394,26 @@ def _cross_check(p: Params, source: str) -> None:
 def to_dict(obj: Any) -> dict[str, Any]:
     """Plain-dict form of a config (for metadata files and reports)."""
     return json.loads(TypeAdapter(type(obj)).dump_json(obj))
+
+
+def dump_yaml(params: Params | None = None) -> str:
+    """params as YAML with each key's help string as a comment (`bgp config --dump`)."""
+
+    def walk(obj, cls, indent: str) -> list[str]:
+        out = []
+        for name, info in cls.__pydantic_fields__.items():
+            value = getattr(obj, name)
+            if dataclasses.is_dataclass(value):
+                out.append(f"{indent}{name}:  # {info.description or ''}")
+                out.extend(walk(value, type(value), indent + "  "))
+            else:
+                text = yaml.safe_dump(list(value) if isinstance(value, tuple) else value, default_flow_style=True, width=1000).strip()
+                text = text.removesuffix("...").strip()
+                out.append(f"{indent}{name}: {text}  # {info.description or ''}")
+        return out
+
+    params = params or parse({})
+    return "\n".join(walk(params, Params, "")) + "\n"
 
 
 def explain(cls: type = Params, prefix: str = "") -> list[str]:
