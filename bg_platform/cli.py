@@ -34,6 +34,7 @@ COMMANDS: dict[str, str] = {
     "evaluate-adapter": "bg_platform.commands.evaluate_adapter",
     "demo": "bg_platform.commands.demo",
     "labelstudio": "bg_platform.commands.labelstudio",
+    "serve-import-base": "bg_platform.commands.serving",
 }
 
 
