@@ -17,25 +17,27 @@ from __future__ import annotations
 import pendulum
 from airflow.sdk import ExceptionRetryPolicy, Param, RetryAction, RetryRule, TriggerRule, chain, dag, task
 
-from bg_platform.orchestration import dag_settings as cfg
+from bg_platform.orchestration import dag_settings
+
+cfg = dag_settings.current()
 
 STOP_ON_PERMANENT = ExceptionRetryPolicy(
-    rules=[RetryRule(exception=cfg.PERMANENT_ERROR, action=RetryAction.FAIL, reason="bad data/settings or failed gate")]
+    rules=[RetryRule(exception=dag_settings.PERMANENT_ERROR, action=RetryAction.FAIL, reason="bad data/settings or failed gate")]
 )
 GATE = "Deployment gate (empty = params.yaml evaluate_adapter.gate)"
 
 
 @dag(
-    dag_id=cfg.ONBOARD_DAG_ID,
+    dag_id=dag_settings.ONBOARD_DAG_ID,
     schedule=None,
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
-    max_active_runs=cfg.MAX_ONBOARDINGS,
+    max_active_runs=cfg.max_onboardings,
     tags=["bg", "onboarding", "adapters"],
     default_args={**cfg.default_args(), "retry_policy": STOP_ON_PERMANENT},
     doc_md=__doc__,
     params={
-        "brand": Param(type="string", pattern=cfg.BRAND_PATTERN, title="Brand id",
+        "brand": Param(type="string", pattern=dag_settings.BRAND_PATTERN, title="Brand id",
                        description="lower-case letters, digits, _ or - (the registry and the service use it)"),
         "ls_project": Param(None, type=["null", "integer"], minimum=1, title="Label Studio project id",
                             description="the number in the project's URL; empty = env BGP_LS_PROJECT"),
@@ -81,17 +83,17 @@ def bg_onboard_brand():
 
         return onboarding.validate(params, run_id, report_to=ti.xcom_push)
 
-    @task(execution_timeout=cfg.TRAIN_TIMEOUT, max_active_tis_per_dag=cfg.MAX_TRAININGS)
+    @task(execution_timeout=cfg.train_timeout, max_active_tis_per_dag=cfg.max_trainings)
     def train(params=None, run_id=None):
         from bg_platform.orchestration import onboarding
 
-        return onboarding.train(params, run_id, timeout=cfg.TRAIN_TIMEOUT.total_seconds())
+        return onboarding.train(params, run_id, timeout=cfg.train_timeout.total_seconds())
 
-    @task(execution_timeout=cfg.EVAL_TIMEOUT, max_active_tis_per_dag=cfg.MAX_TRAININGS)
+    @task(execution_timeout=cfg.eval_timeout, max_active_tis_per_dag=cfg.max_trainings)
     def evaluate(params=None, run_id=None):
         from bg_platform.orchestration import onboarding
 
-        return onboarding.evaluate(params, run_id, timeout=cfg.EVAL_TIMEOUT.total_seconds())
+        return onboarding.evaluate(params, run_id, timeout=cfg.eval_timeout.total_seconds())
 
     @task
     def gate(params=None, run_id=None):

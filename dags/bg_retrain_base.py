@@ -14,16 +14,18 @@ import pendulum
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import ExceptionRetryPolicy, Param, RetryAction, RetryRule, dag, task
 
-from bg_platform.orchestration import dag_settings as cfg
+from bg_platform.orchestration import dag_settings
+
+cfg = dag_settings.current()
 
 STOP_ON_PERMANENT = ExceptionRetryPolicy(
-    rules=[RetryRule(exception=cfg.PERMANENT_ERROR, action=RetryAction.FAIL, reason="pipeline or settings error")]
+    rules=[RetryRule(exception=dag_settings.PERMANENT_ERROR, action=RetryAction.FAIL, reason="pipeline or settings error")]
 )
 
 
 @dag(
     dag_id="bg_retrain_base",
-    schedule=cfg.RETRAIN_SCHEDULE,
+    schedule=cfg.retrain_schedule,
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
@@ -40,11 +42,11 @@ STOP_ON_PERMANENT = ExceptionRetryPolicy(
     },
 )  # fmt: skip
 def bg_retrain_base():
-    @task(execution_timeout=cfg.REPRO_TIMEOUT)
+    @task(execution_timeout=cfg.repro_timeout)
     def repro(params=None):
         from bg_platform.orchestration import retrain
 
-        return retrain.repro(params, timeout=cfg.REPRO_TIMEOUT.total_seconds())
+        return retrain.repro(params, timeout=cfg.repro_timeout.total_seconds())
 
     @task
     def stale_adapters(_repro, params=None):
@@ -60,7 +62,7 @@ def bg_retrain_base():
 
     TriggerDagRunOperator.partial(
         task_id="onboard",
-        trigger_dag_id=cfg.ONBOARD_DAG_ID,
+        trigger_dag_id=dag_settings.ONBOARD_DAG_ID,
         skip_when_already_exists=True,
         wait_for_completion=False,
         map_index_template="{{ task.conf['brand'] }}",

@@ -13,16 +13,18 @@ import pendulum
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import ExceptionRetryPolicy, Param, RetryAction, RetryRule, dag, task
 
-from bg_platform.orchestration import dag_settings as cfg
+from bg_platform.orchestration import dag_settings
+
+cfg = dag_settings.current()
 
 STOP_ON_PERMANENT = ExceptionRetryPolicy(
-    rules=[RetryRule(exception=cfg.PERMANENT_ERROR, action=RetryAction.FAIL, reason="bad settings")]
+    rules=[RetryRule(exception=dag_settings.PERMANENT_ERROR, action=RetryAction.FAIL, reason="bad settings")]
 )
 
 
 @dag(
     dag_id="bg_sync_label_studio",
-    schedule=cfg.SYNC_SCHEDULE,
+    schedule=cfg.sync_schedule,
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
@@ -51,7 +53,7 @@ def bg_sync_label_studio():
 
     TriggerDagRunOperator.partial(
         task_id="onboard",
-        trigger_dag_id=cfg.ONBOARD_DAG_ID,
+        trigger_dag_id=dag_settings.ONBOARD_DAG_ID,
         skip_when_already_exists=True,
         wait_for_completion=False,
         map_index_template="{{ task.conf['brand'] }}",

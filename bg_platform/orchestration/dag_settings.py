@@ -10,11 +10,15 @@ Kept apart from the step modules, and free of heavy imports, because every DAG p
   BGP_SYNC_SCHEDULE        cron of bg_sync_label_studio (default "*/30 * * * *"; "none" = manual only)
   BGP_RETRAIN_SCHEDULE     cron of bg_retrain_base (default none: manual)
   BGP_TRAIN_TIMEOUT_MIN    training task timeout in minutes (default 360)
+  BGP_EVAL_TIMEOUT_MIN     evaluation task timeout in minutes (default 120)
+  BGP_STEP_TIMEOUT_MIN     timeout of every other task in minutes (default 30)
+  BGP_REPRO_TIMEOUT_MIN    `dvc repro` timeout in minutes (default 1440)
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from datetime import timedelta
 
 # Errors a retry cannot fix (bad data, failed gate, bad settings): the DAGs fail such tasks at once.
@@ -40,24 +44,41 @@ def _schedule(name: str, default: str | None) -> str | None:
     return None if value is None or value.lower() in ("none", "off", "manual") else value
 
 
-RETRIES = _int("BGP_DAG_RETRIES", 2)
-RETRY_DELAY = timedelta(seconds=_int("BGP_DAG_RETRY_DELAY_S", 60))
-MAX_ONBOARDINGS = _int("BGP_MAX_ONBOARDINGS", 4, 1)
-MAX_TRAININGS = _int("BGP_MAX_TRAININGS", 2, 1)
-SYNC_SCHEDULE = _schedule("BGP_SYNC_SCHEDULE", "*/30 * * * *")
-RETRAIN_SCHEDULE = _schedule("BGP_RETRAIN_SCHEDULE", None)
-TRAIN_TIMEOUT = timedelta(minutes=_int("BGP_TRAIN_TIMEOUT_MIN", 360, 1))
-EVAL_TIMEOUT = timedelta(minutes=_int("BGP_EVAL_TIMEOUT_MIN", 120, 1))
-STEP_TIMEOUT = timedelta(minutes=_int("BGP_STEP_TIMEOUT_MIN", 30, 1))  # pull, prepare, validate, deploy
-REPRO_TIMEOUT = timedelta(minutes=_int("BGP_REPRO_TIMEOUT_MIN", 24 * 60, 1))
+@dataclass(frozen=True)
+class DagSettings:
+    retries: int
+    retry_delay: timedelta
+    max_onboardings: int
+    max_trainings: int
+    sync_schedule: str | None
+    retrain_schedule: str | None
+    train_timeout: timedelta
+    eval_timeout: timedelta
+    step_timeout: timedelta  # pull, prepare, validate, gate, reload, smoke
+    repro_timeout: timedelta
+
+    def default_args(self) -> dict:
+        return {
+            "owner": "bg-platform",
+            "retries": self.retries,
+            "retry_delay": self.retry_delay,
+            "retry_exponential_backoff": 2.0 if self.retries else 0,
+            "max_retry_delay": timedelta(minutes=30),
+            "execution_timeout": self.step_timeout,
+        }
 
 
-def default_args() -> dict:
-    return {
-        "owner": "bg-platform",
-        "retries": RETRIES,
-        "retry_delay": RETRY_DELAY,
-        "retry_exponential_backoff": 2.0 if RETRIES else 0,
-        "max_retry_delay": timedelta(minutes=30),
-        "execution_timeout": STEP_TIMEOUT,
-    }
+def current() -> DagSettings:
+    """Read now (not at first import): every parse of a DAG file sees the environment of that parse."""
+    return DagSettings(
+        retries=_int("BGP_DAG_RETRIES", 2),
+        retry_delay=timedelta(seconds=_int("BGP_DAG_RETRY_DELAY_S", 60)),
+        max_onboardings=_int("BGP_MAX_ONBOARDINGS", 4, 1),
+        max_trainings=_int("BGP_MAX_TRAININGS", 2, 1),
+        sync_schedule=_schedule("BGP_SYNC_SCHEDULE", "*/30 * * * *"),
+        retrain_schedule=_schedule("BGP_RETRAIN_SCHEDULE", None),
+        train_timeout=timedelta(minutes=_int("BGP_TRAIN_TIMEOUT_MIN", 360, 1)),
+        eval_timeout=timedelta(minutes=_int("BGP_EVAL_TIMEOUT_MIN", 120, 1)),
+        step_timeout=timedelta(minutes=_int("BGP_STEP_TIMEOUT_MIN", 30, 1)),
+        repro_timeout=timedelta(minutes=_int("BGP_REPRO_TIMEOUT_MIN", 24 * 60, 1)),
+    )

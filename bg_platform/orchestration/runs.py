@@ -70,8 +70,9 @@ class Settings:
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
         """BGP_REPO (default: the working directory when it holds params.yaml, else this checkout),
         BGP_PARAMS (default <repo>/params.yaml), BGP_PROFILES (overlays, ':'-separated, relative to
-        the repo), BGP_WORK_DIR (default <repo>/runs/orchestration; on a shared volume when tasks run on
-        several machines), BGP_BRAND_DATA_DIR (default <repo>/data/brands)."""
+        the repo), BGP_RUNS_DIR (default <repo>/runs/orchestration; a shared volume when tasks run on
+        several machines; not BGP_WORK_DIR, the service's download folder), BGP_BRAND_DATA_DIR
+        (default <repo>/data/brands)."""
         env = os.environ if env is None else env
         if env.get("BGP_REPO"):
             repo = Path(env["BGP_REPO"]).expanduser()
@@ -97,7 +98,7 @@ class Settings:
                 if not p.exists():
                     raise StopRun(f"BGP_PROFILES: {raw!r} -> {p} does not exist; list existing overlay files")
                 profiles.append(p)
-        work = Path(env.get("BGP_WORK_DIR") or repo / "runs" / "orchestration")
+        work = Path(env.get("BGP_RUNS_DIR") or repo / "runs" / "orchestration")
         work = (work if work.is_absolute() else repo / work).resolve()
         data = Path(env.get("BGP_BRAND_DATA_DIR") or repo / "data" / "brands")
         data = (data if data.is_absolute() else repo / data).resolve()
@@ -114,7 +115,8 @@ class Settings:
         return p if p.is_absolute() else self.repo / p
 
     def registry_root(self, params) -> str:
-        root = params.registry.root
+        """BGP_REGISTRY (the variable the service reads too), else params.yaml registry.root."""
+        root = os.environ.get("BGP_REGISTRY") or params.registry.root
         return root if "://" in root else str(self.path(root))
 
     def to_env(self) -> dict[str, str]:
@@ -123,7 +125,7 @@ class Settings:
             "BGP_REPO": str(self.repo),
             "BGP_PARAMS": str(self.params),
             "BGP_PROFILES": os.pathsep.join(str(p) for p in self.profiles),
-            "BGP_WORK_DIR": str(self.work_dir),
+            "BGP_RUNS_DIR": str(self.work_dir),
             "BGP_BRAND_DATA_DIR": str(self.brand_data_dir),
         }
 

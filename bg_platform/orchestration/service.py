@@ -111,9 +111,11 @@ def reload(svc: Service, brand: str, version: str, *, attempts: int = 3, wait_s:
         body = _request(svc, "POST", "/reload", "reload its adapters", timeout,
                         headers={"Authorization": f"Bearer {svc.token}"})  # fmt: skip
         refused = (body.get("refused") or {}).get(brand)
-        if refused:
+        # a refusal names its version ({"version", "reason", "message"}); one of an older version is not ours
+        if refused and (not isinstance(refused, dict) or refused.get("version") in (None, version)):
+            why = refused.get("message") or refused.get("reason") if isinstance(refused, dict) else refused
             raise StopRun(
-                f"the service at {svc.url} refused brand {brand!r} version {version} on reload: {refused}. If the "
+                f"the service at {svc.url} refused brand {brand!r} version {version} on reload: {why}. If the "
                 f"adapter's base fingerprint differs from the service's base, restart the service on the base the "
                 f"adapter was trained on (after `bg_retrain_base`, the service needs a restart first)"
             )

@@ -1,5 +1,6 @@
-"""Fixtures for the Airflow DAG tests (owner: orchestration), loaded by tests/integration/conftest.py
-through `pytest_plugins`.
+"""Fixtures for the Airflow DAG tests (owner: orchestration), star-imported by
+tests/integration/conftest.py (`__all__` = the fixtures; pytest 9 refuses `pytest_plugins` outside
+the root conftest, and `tests` is not an importable package).
 
 - `airflow_home`: a temp AIRFLOW_HOME with a migrated SQLite metadata DB, DAGS_FOLDER = this repo's
   dags/. Airflow reads its config once, at the first `import airflow`, so the AIRFLOW_* variables are
@@ -25,6 +26,7 @@ from typing import NamedTuple
 import pytest
 import yaml
 
+__all__ = ["airflow_home", "bg_repo", "ls_brand", "ls_env"]
 ROOT = Path(__file__).resolve().parents[2]
 DAGS = ROOT / "dags"
 
@@ -126,7 +128,7 @@ def bg_repo(tmp_path_factory) -> Iterator[BgRepo]:
     _run(repo, "git", "commit", "-qm", "init")
     _run(repo, sys.executable, "-m", "dvc", "repro")
     meta = json.loads((repo / "models" / "base" / "bg_platform.json").read_text())
-    env = {"BGP_REPO": str(repo), "BGP_WORK_DIR": str(repo / "runs" / "orchestration"),
+    env = {"BGP_REPO": str(repo), "BGP_RUNS_DIR": str(repo / "runs" / "orchestration"),
            "BGP_PARAMS": "", "BGP_PROFILES": "", "BGP_BRAND_DATA_DIR": ""}  # fmt: skip
     old = {k: os.environ.get(k) for k in env}
     os.environ.update(env)

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 import pytest
+from airflow_fixtures import *  # noqa: F403  Airflow fixtures (pytest 9 refuses pytest_plugins in a non-root conftest)
 
 # =============================================================================================
 # Label Studio (owner: orchestration / Label Studio). A real server from .venv-ls on a free port,
