@@ -17,6 +17,7 @@ from __future__ import annotations
 import itertools
 import logging
 import time
+import warnings
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 
@@ -46,6 +47,7 @@ class GenerateResult:
 class Engine:
     def __init__(self, config: ServingConfig, *, start: bool = True):
         import torch
+        from transformers.utils import logging as hf_logging
 
         from bg_platform.model.components import fingerprint, load
         from bg_platform.model.pipeline import BgPipeline
@@ -54,9 +56,12 @@ class Engine:
         t0 = time.perf_counter()
         self.config = config
         self._ready = False
+        hf_logging.disable_progress_bar()  # per-shard bars are noise in a service log
         components = load(config.base_dir)
         self.base_fingerprint = components.meta.fingerprint or fingerprint(config.base_dir)
-        with torch.no_grad():
+        with torch.no_grad(), warnings.catch_warnings():
+            # peft warns once per extra slot ("Already found a `peft_config`"): K slots are K adapters by design
+            warnings.filterwarnings("ignore", message="Already found a `peft_config`")
             self.pipe = BgPipeline(components, config.device, lora_slots=config.slots, max_rank=config.max_rank)
         self._slot_clock = itertools.count(1)
         self._slot_used = dict.fromkeys(self.pipe.slots.names, 0)

@@ -82,6 +82,12 @@ class RegistryFollower:
             metrics.POLLS.labels("error").inc()
             log.error("registry %s unreadable, keeping %d brand(s) as they are: %s", self.registry.root, len(current), exc)
             return ReloadReport(current, self.refused, {}, f"registry unreadable: {exc}")
+        if current and not wanted:
+            # a missing local root lists as empty: an unmounted volume or a wrong path must not unserve every brand
+            metrics.POLLS.labels("error").inc()
+            log.error("registry %s lists no production brand while %d are served; keeping them (restart the service "
+                      "if the registry was really emptied)", self.registry.root, len(current))
+            return ReloadReport(current, self.refused, {}, f"registry {self.registry.root} lists no production brand")
         new: dict[str, str] = {}
         changed: dict[str, tuple[str | None, str | None]] = {}
         for brand, version in wanted.items():
