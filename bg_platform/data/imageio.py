@@ -128,6 +128,15 @@ def read_image(
     return LoadedImage(rgb=rgb, alpha=alpha, format=fmt, mode=mode)
 
 
+def mask_of(loaded: LoadedImage) -> np.ndarray:
+    """A product mask (H, W) uint8, product = high: the alpha channel when the file has
+    transparency (BG60k's RGBA cut-outs), otherwise the grey level (white = product)."""
+    if loaded.alpha is not None:
+        return loaded.alpha
+    rgb = loaded.rgb.astype(np.uint32)
+    return ((rgb[..., 0] * 299 + rgb[..., 1] * 587 + rgb[..., 2] * 114 + 500) // 1000).astype(np.uint8)
+
+
 def read_mask(
     source: str | Path | bytes,
     *,
@@ -135,13 +144,8 @@ def read_mask(
     max_bytes: int = DEFAULT_MAX_BYTES,
     what: str = "mask",
 ) -> np.ndarray:
-    """A product mask as (H, W) uint8, product = high. Transparency, when present, is the mask
-    (BG60k's RGBA cut-outs); otherwise the grey level is (white = product)."""
-    loaded = read_image(source, max_pixels=max_pixels, max_bytes=max_bytes, what=what)
-    if loaded.alpha is not None:
-        return loaded.alpha
-    rgb = loaded.rgb.astype(np.uint32)
-    return ((rgb[..., 0] * 299 + rgb[..., 1] * 587 + rgb[..., 2] * 114 + 500) // 1000).astype(np.uint8)
+    """Decode a product mask file (see `mask_of`)."""
+    return mask_of(read_image(source, max_pixels=max_pixels, max_bytes=max_bytes, what=what))
 
 
 def binarize(mask: np.ndarray, threshold: int = 128) -> np.ndarray:

@@ -18,7 +18,6 @@ import pandas as pd
 
 from bg_platform.config import BRAND_PATTERN, CATEGORY_PATTERN, ImageIOConfig, ValidateConfig
 from bg_platform.data import imageio
-from bg_platform.data.importers import mask_from
 from bg_platform.errors import ImageError
 
 # Mask pixels within this distance of 0 or 255 count as binary (JPEG ringing, resampling edges).
@@ -99,7 +98,7 @@ def _decode_image(data: bytes, rel: str, io: ImageIOConfig) -> dict[str, Any]:
 
 
 def _decode_mask(data: bytes, rel: str, io: ImageIOConfig) -> dict[str, Any]:
-    m = mask_from(imageio.read_image(data, max_pixels=io.max_pixels, max_bytes=io.max_bytes, what=rel))
+    m = imageio.mask_of(imageio.read_image(data, max_pixels=io.max_pixels, max_bytes=io.max_bytes, what=rel))
     binary = np.count_nonzero((m <= BINARY_TOLERANCE) | (m >= 255 - BINARY_TOLERANCE))
     return {
         "width": m.shape[1],

@@ -72,16 +72,7 @@ def load_image(path: Path, io: ImageIOConfig, what: str) -> imageio.LoadedImage:
 
 def load_mask(path: Path, io: ImageIOConfig) -> np.ndarray:
     """A product mask (H, W) uint8, product = high: alpha when present, else the grey level."""
-    return mask_from(load_image(path, io, what=str(path)))
-
-
-def mask_from(loaded: imageio.LoadedImage) -> np.ndarray:
-    """What `imageio.read_mask` means to return. It is not called because its luma sum overflows
-    uint16 (255 * 587 > 65535), turning a white mask into grey 58; use read_mask once that is fixed."""
-    if loaded.alpha is not None:
-        return loaded.alpha
-    rgb = loaded.rgb.astype(np.uint32)
-    return ((rgb[..., 0] * 299 + rgb[..., 1] * 587 + rgb[..., 2] * 114 + 500) // 1000).astype(np.uint8)
+    return imageio.mask_of(load_image(path, io, what=str(path)))
 
 
 @dataclass
@@ -228,7 +219,6 @@ __all__ = [
     "import_folder",
     "load_image",
     "load_mask",
-    "mask_from",
     "split_of",
     "subset_order",
 ]

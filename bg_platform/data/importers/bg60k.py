@@ -19,7 +19,7 @@ import numpy as np
 
 from bg_platform.config import Bg60kConfig, ImageIOConfig
 from bg_platform.data import imageio
-from bg_platform.data.importers import DatasetBuilder, load_image, mask_from, split_of, subset_order
+from bg_platform.data.importers import DatasetBuilder, load_image, split_of, subset_order
 from bg_platform.errors import DataError
 
 SUBSETS = ("bg60k", "bg1k")
@@ -119,4 +119,4 @@ def _alpha_mask(path: Path, io: ImageIOConfig) -> np.ndarray:
     if loaded.alpha is None and loaded.mode in _ALPHA_MODES:
         # read_image drops an all-opaque alpha; for a cut-out that means "all product".
         return np.full(loaded.rgb.shape[:2], 255, np.uint8)
-    return mask_from(loaded)  # the alpha, or (no alpha channel at all) the grey level
+    return imageio.mask_of(loaded)  # the alpha, or (no alpha channel at all) the grey level
