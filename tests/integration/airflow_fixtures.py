@@ -31,10 +31,13 @@ ROOT = Path(__file__).resolve().parents[2]
 DAGS = ROOT / "dags"
 
 
+def _env() -> dict[str, str]:
+    return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+            "DVC_NO_ANALYTICS": "1", "GX_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1"}  # fmt: skip
+
+
 def _run(cwd: Path, *args: str, timeout: float = 1200) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "DVC_NO_ANALYTICS": "1", "GX_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1"}  # fmt: skip
-    proc = subprocess.run(list(args), cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(list(args), cwd=cwd, env=_env(), capture_output=True, text=True, timeout=timeout)
     if proc.returncode != 0:
         raise AssertionError(f"{args} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     return proc
@@ -111,12 +114,15 @@ def write_params(repo: Path) -> None:
 
 
 @pytest.fixture(scope="session")
-def bg_repo(tmp_path_factory) -> Iterator[BgRepo]:
-    """~60 s: a real `dvc repro` of dataset -> validate -> judges -> base -> evaluate (smoke profile)."""
+def bg_repo(tmp_path_factory, request) -> Iterator[BgRepo]:
+    """~60 s: a real `dvc repro` of dataset -> validate -> judges + base (smoke profile). When the
+    test also needs Label Studio, its server starts while `dvc repro` runs (both take about a minute)."""
     import json
 
     repo = tmp_path_factory.mktemp("bg-repo")
     shutil.copy(ROOT / "dvc.yaml", repo / "dvc.yaml")
+    # the stages depend on the source folders (a code change re-runs them)
+    shutil.copytree(ROOT / "bg_platform", repo / "bg_platform", ignore=shutil.ignore_patterns("__pycache__"))
     write_params(repo)
     (repo / ".gitignore").write_text("/runs/\n/registry/\n")
     _run(repo, "git", "init", "-q")
@@ -126,7 +132,20 @@ def bg_repo(tmp_path_factory) -> Iterator[BgRepo]:
     _run(repo, sys.executable, "-m", "dvc", "remote", "add", "-d", "local", str(repo.parent / f"{repo.name}-store"))
     _run(repo, "git", "add", "-A")
     _run(repo, "git", "commit", "-qm", "init")
-    _run(repo, sys.executable, "-m", "dvc", "repro")
+    # only what onboarding needs: the adapter stages of dvc.yaml would train the synth brands too
+    log_path = repo.parent / f"{repo.name}-repro.log"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "dvc", "repro", "train_judges", "train_base"], cwd=repo,
+                                env=_env(), stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+        try:
+            if "labelstudio" in request.fixturenames:
+                request.getfixturevalue("labelstudio")
+            rc = proc.wait(timeout=1800)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    if rc != 0:
+        raise AssertionError(f"dvc repro failed ({rc}):\n{log_path.read_text()[-4000:]}")
     meta = json.loads((repo / "models" / "base" / "bg_platform.json").read_text())
     env = {"BGP_REPO": str(repo), "BGP_RUNS_DIR": str(repo / "runs" / "orchestration"),
            "BGP_PARAMS": "", "BGP_PROFILES": "", "BGP_BRAND_DATA_DIR": ""}  # fmt: skip
@@ -179,19 +198,21 @@ def render_references(out: Path, brand: str, n: int, *, style: str = "aurora", e
     return out
 
 
-@pytest.fixture
-def ls_brand(labelstudio, bg_repo, tmp_path) -> Callable[..., LsBrand]:
-    """ls_brand(brand, n, empty_masks=0, project_id=None) -> references imported with finished
-    annotations into a new project (or `project_id`)."""
+@pytest.fixture(scope="module")
+def ls_brand(labelstudio, bg_repo, tmp_path_factory) -> Callable[..., LsBrand]:
+    """ls_brand(brand, n, empty_masks=0, project_id=None, seed=0) -> references of `brand` imported
+    with finished annotations into a new project (or into `project_id`)."""
     from bg_platform.data import labelstudio as ls
 
     client = ls.connect(labelstudio.url, labelstudio.token)
+    tmp = tmp_path_factory.mktemp("ls-refs")
 
     def make(brand: str, n: int, *, empty_masks: int = 0, project_id: int | None = None, seed: int = 0) -> LsBrand:
         if project_id is None:
             title = f"refs-{brand}-{uuid.uuid4().hex[:6]}"
             project_id = ls.setup_project(client, title, bg_repo.categories, labelstudio.files_root).project_id
-        src = render_references(tmp_path / f"src-{brand}-{seed}", brand, n, empty_masks=empty_masks, seed=seed)
+        src = render_references(tmp / f"{brand}-{seed}-{uuid.uuid4().hex[:6]}", brand, n, empty_masks=empty_masks,
+                                seed=seed)  # fmt: skip
         res = ls.import_references(client, project_id, src, brand, labelstudio.files_root, masks="annotations")
         assert len(res.task_ids) == n, res
         return LsBrand(project_id, brand, [p.stem for p in sorted((src / "images").glob("*.png"))])
@@ -199,9 +220,9 @@ def ls_brand(labelstudio, bg_repo, tmp_path) -> Callable[..., LsBrand]:
     return make
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def ls_env(labelstudio) -> Iterator[None]:
-    """BGP_LS_URL / BGP_LS_TOKEN of the test server for the DAG's tasks."""
+    """BGP_LS_URL / BGP_LS_TOKEN of the test server, for the DAG's tasks."""
     old = {k: os.environ.get(k) for k in ("BGP_LS_URL", "BGP_LS_TOKEN")}
     os.environ.update(BGP_LS_URL=labelstudio.url, BGP_LS_TOKEN=labelstudio.token)
     try:
