@@ -8,6 +8,7 @@ from typing import NamedTuple
 
 import pytest
 from airflow_fixtures import *  # noqa: F403  Airflow fixtures (pytest 9 refuses pytest_plugins in a non-root conftest)
+from service_fixtures import *  # noqa: F403  BentoML service fixtures (owner: serving)
 
 # =============================================================================================
 # Label Studio (owner: orchestration / Label Studio). A real server from .venv-ls on a free port,
