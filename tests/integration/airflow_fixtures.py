@@ -7,6 +7,8 @@ the root conftest, and `tests` is not an importable package).
   set before that (the fixture refuses to run when airflow was already imported with other settings).
 - `bg_repo`: a temp git + DVC repo with the smoke-profile pipeline reproduced by a real `dvc repro`
   (dataset, judges, Category-Wise base), a DVC remote, and the BGP_* variables pointing at it.
+- `onboard_service`: the real BentoML service (`bentoml serve`, started by the serving tests'
+  `start_bento_server`) on `bg_repo`'s base and registry, with BGP_SERVICE_URL / BGP_ADMIN_TOKEN set.
 - `ls_brand(...)`: BG-Synth references of a brand style imported into a fresh Label Studio project
   with finished annotations (masks, categories) through the SDK.
 """
@@ -26,7 +28,7 @@ from typing import NamedTuple
 import pytest
 import yaml
 
-__all__ = ["airflow_home", "bg_repo", "ls_brand", "ls_env"]
+__all__ = ["airflow_home", "bg_repo", "ls_brand", "ls_env", "onboard_service"]
 ROOT = Path(__file__).resolve().parents[2]
 DAGS = ROOT / "dags"
 
@@ -154,6 +156,36 @@ def bg_repo(tmp_path_factory, request) -> Iterator[BgRepo]:
     try:
         yield BgRepo(repo, repo / "registry", repo / "models" / "base", tuple(meta["categories"]), meta["fingerprint"])
     finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+# =============================================================================================
+# The service, on bg_repo's base and registry
+
+
+@pytest.fixture(scope="module")
+def onboard_service(bg_repo, tmp_path_factory):
+    from service_fixtures import start_bento_server, stop_server
+
+    home = tmp_path_factory.mktemp("bentoml-onboard")
+    env = {**_env(), "BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "True"}
+    proc = subprocess.run([sys.executable, "-m", "bg_platform", "--params", str(bg_repo.root / "params.yaml"),
+                           "serve-import-base", "--base", str(bg_repo.base_dir)],
+                          cwd=bg_repo.root, env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    bg_repo.registry.mkdir(exist_ok=True)
+    server = start_bento_server("bentos.bg_service.service:BgService", home, str(bg_repo.registry),
+                                home / "server.log")  # fmt: skip
+    old = {k: os.environ.get(k) for k in ("BGP_SERVICE_URL", "BGP_ADMIN_TOKEN")}
+    os.environ.update(BGP_SERVICE_URL=server.url, BGP_ADMIN_TOKEN=server.token)
+    try:
+        yield server
+    finally:
+        stop_server(server.process)
         for k, v in old.items():
             if v is None:
                 os.environ.pop(k, None)

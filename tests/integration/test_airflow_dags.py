@@ -52,12 +52,6 @@ def _production(bg_repo, brand: str) -> str | None:
 
 
 @pytest.fixture(scope="module")
-def bg_service(request, bg_repo):
-    """The running BentoML service on bg_repo's base and registry (the serving tests' fixture)."""
-    pytest.skip("the serving fixture (tests/integration/service_fixtures.py) is not there yet")
-
-
-@pytest.fixture(scope="module")
 def acme(airflow_home, bg_repo, ls_brand, ls_env):
     """Brand "acme": 8 annotated references in its own Label Studio project (2 are held out)."""
     return ls_brand("acme", 8, seed=1)
@@ -85,7 +79,7 @@ def test_onboarding_publishes_a_candidate_without_promoting(acme, bg_repo):
         Path(s["adapter"]["adapter_dir"]).glob("*.safetensors"))
 
 
-def test_onboarding_deploys_to_the_running_service(acme, bg_repo, bg_service):
+def test_onboarding_deploys_to_the_running_service(acme, bg_repo, onboard_service):
     before = _registry(bg_repo).list_versions("acme")
     dr, s = onboard(brand="acme", ls_project=acme.project_id, **GATE_OPEN)
     assert dr.state == "success", s
@@ -102,7 +96,7 @@ def test_onboarding_deploys_to_the_running_service(acme, bg_repo, bg_service):
     ref = bg_repo.root / "data" / "brands" / "acme" / "images"
     img = sorted(ref.glob("*.png"))[0]
     mask = img.parent.parent / "masks" / img.name
-    r = httpx.post(f"{bg_service.url}/generate", timeout=120, data={"brand": "acme", "category": "marble", "steps": "2",
+    r = httpx.post(f"{onboard_service.url}/generate", timeout=120, data={"brand": "acme", "category": "marble", "steps": "2",
                    "seed": "3"}, files={"image": img.read_bytes(), "mask": mask.read_bytes()})  # fmt: skip
     assert r.status_code == 200, r.text
     body = r.json()
@@ -110,7 +104,7 @@ def test_onboarding_deploys_to_the_running_service(acme, bg_repo, bg_service):
     assert base64.b64decode(body["images"][0]).startswith(b"\x89PNG")
 
 
-def test_rerun_on_the_same_data_redoes_nothing(acme, bg_repo, bg_service):
+def test_rerun_on_the_same_data_redoes_nothing(acme, bg_repo, onboard_service):
     version = _production(bg_repo, "acme")
     n_versions = len(_registry(bg_repo).list_versions("acme"))
     dr, s = onboard(brand="acme", ls_project=acme.project_id, **GATE_OPEN)
@@ -215,7 +209,7 @@ def test_retrain_base_reonboards_adapters_of_another_base(acme, bg_repo):
     from bg_platform.orchestration.runs import RunContext, Settings
 
     reg = _registry(bg_repo)
-    adapter = Path(reg.get("acme", reg.list_versions("acme")[0]).uri)  # any adapter files will do
+    adapter = next((bg_repo.root / "runs" / "orchestration" / "brands" / "acme" / "adapters").glob("*/adapter"))
     old = reg.publish("oldco", adapter, base_fingerprint="f" * 64, data_hash="x", params={}, metrics={})
     reg.promote("oldco", old.version)
     brand_dir = RunContext(Settings.from_env(), "oldco", "x").brand_dir
