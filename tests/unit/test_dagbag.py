@@ -149,3 +149,66 @@ def test_run_folders_are_keyed_on_the_run_id(tmp_path):
     b = RunContext(s, "zenith", "manual__2026-01-01T00:00:00+00:00")
     assert a.run_dir != b.run_dir and a.run_dir.name == safe_name(a.run_id) == "manual__2026-01-01T00_00_00_00_00"
     assert s.brand_data_dir == tmp_path / "data" / "brands" and s.work_dir == tmp_path / "runs" / "orchestration"
+
+
+# ---------------------------------------------------------------------------------------------
+# Deployment files (docker/compose.yaml, Dockerfiles, scripts/dev_services.sh)
+
+COMPOSE = ROOT / "docker" / "compose.yaml"
+
+
+def _compose_env() -> dict[str, str]:
+    # the secrets compose requires (`${VAR:?...}`), from the template
+    env = dict(os.environ)
+    for line in (ROOT / "docker" / ".env.example").read_text().splitlines():
+        if "=" in line and not line.startswith("#"):
+            key, value = line.split("=", 1)
+            env.setdefault(key, value or "x")
+    return env
+
+
+def test_docker_compose_config_is_valid(tmp_path):
+    import shutil
+
+    if shutil.which("docker") is None:
+        pytest.skip("no docker CLI")
+    probe = subprocess.run(["docker", "compose", "version"], capture_output=True, text=True)
+    if probe.returncode != 0:
+        pytest.skip(f"docker CLI without the compose plugin: {probe.stderr.strip()[:200]}")
+    proc = subprocess.run(["docker", "compose", "-f", str(COMPOSE), "config", "--format", "json"],
+                          capture_output=True, text=True, env=_compose_env(), timeout=60)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    cfg = json.loads(proc.stdout)
+    assert {"airflow-scheduler", "airflow-apiserver", "labelstudio", "service"} <= set(cfg["services"])
+
+
+def test_compose_wiring():
+    """What `docker compose config` cannot check: shared volumes, build files, the env the steps read."""
+    import yaml
+
+    cfg = yaml.safe_load(COMPOSE.read_text())
+    services, volumes = cfg["services"], set(cfg["volumes"])
+    for name, svc in services.items():
+        build = svc.get("build")
+        if build:
+            assert (COMPOSE.parent / build["context"] / build["dockerfile"]).exists(), (name, build)
+        for v in svc.get("volumes", []):
+            assert v.split(":")[0] in volumes, (name, v)
+    mounts = {name: {v.split(":")[0]: v.split(":")[1] for v in svc.get("volumes", [])} for name, svc in services.items()}
+    airflow = [n for n in services if n.startswith("airflow-")]
+    for name in airflow:
+        assert mounts[name]["registry"] == services[name]["environment"]["BGP_REGISTRY"] == "/registry"
+        assert mounts[name]["dvc-remote"] == services[name]["environment"]["BGP_DVC_REMOTE"]
+        assert mounts[name]["workspace"] == services[name]["environment"]["BGP_REPO"]
+    assert mounts["service"]["registry"] == services["service"]["environment"]["BGP_REGISTRY"]
+    assert mounts["labelstudio"]["ls-files"] == mounts["airflow-scheduler"]["ls-files"]  # same path in both
+    env = services["airflow-scheduler"]["environment"]
+    assert '"host": "labelstudio"' in env["AIRFLOW_CONN_LABEL_STUDIO"] and '"host": "service"' in env["AIRFLOW_CONN_BG_SERVICE"]
+    assert env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"].startswith("http://airflow-apiserver:")
+
+
+def test_dev_services_script_is_valid_bash():
+    script = ROOT / "scripts" / "dev_services.sh"
+    assert os.access(script, os.X_OK)
+    proc = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
