@@ -66,12 +66,17 @@ def ran_stages(proc: subprocess.CompletedProcess) -> set[str]:
 
 def test_repro_runs_every_stage_then_nothing(repo):
     first = dvc(repo, "repro")
-    assert ran_stages(first) == {"dataset", "validate", "train_judges", "train_base", "evaluate_base"}
+    adapters = {f"{s}@{b}" for s in ("train_adapter", "evaluate_adapter") for b in ("aurora", "kinetic", "verdant")}
+    assert ran_stages(first) == {"dataset", "validate", "train_judges", "train_base", "evaluate_base"} | adapters
     for path in ["data/dataset/manifest.parquet", "reports/dataset/contact_sheet.png", "models/base/model_index.json",
                  "models/judges/category/judge.safetensors", "reports/base/samples.png", "plots/base/loss.png"]:
         assert (repo / path).exists(), path
     metrics = json.loads((repo / "metrics/base.json").read_text())
     assert metrics["product_preservation"] == 1.0
+    for brand in ("aurora", "kinetic", "verdant"):
+        assert (repo / f"models/adapters/{brand}/adapter.safetensors").exists()
+        assert "gate" in json.loads((repo / f"metrics/adapters/{brand}.json").read_text())
+        assert list((repo / "registry" / brand / "versions").iterdir()), "published to the local registry"
     second = dvc(repo, "repro")
     assert ran_stages(second) == set()
     shown = json.loads(dvc(repo, "metrics", "show", "--json").stdout)
@@ -81,8 +86,9 @@ def test_repro_runs_every_stage_then_nothing(repo):
 def test_changing_one_section_reruns_only_its_dependants(repo):
     write_params(repo, evaluate_base={"grid_seeds": 1})
     assert ran_stages(dvc(repo, "repro")) == {"evaluate_base"}
-    write_params(repo, evaluate_base={"grid_seeds": 1}, judges={"loop": {"steps": 5}})
-    assert ran_stages(dvc(repo, "repro")) == {"train_judges", "evaluate_base"}
+    write_params(repo, evaluate_base={"grid_seeds": 1}, adapter={"rank": 2})
+    assert ran_stages(dvc(repo, "repro")) == {f"{s}@{b}" for s in ("train_adapter", "evaluate_adapter")
+                                              for b in ("aurora", "kinetic", "verdant")}
 
 
 def test_push_and_pull_with_the_default_remote(repo):
@@ -93,7 +99,7 @@ def test_push_and_pull_with_the_default_remote(repo):
 
 
 def test_bad_data_stops_the_pipeline_at_validation(repo):
-    write_params(repo, evaluate_base={"grid_seeds": 1}, judges={"loop": {"steps": 5}}, validate={"min_per_category": 10_000})
+    write_params(repo, evaluate_base={"grid_seeds": 1}, adapter={"rank": 2}, validate={"min_per_category": 10_000})
     proc = dvc(repo, "repro", check=False)
     assert proc.returncode != 0
     assert "min_per_category" in proc.stdout + proc.stderr or "too few" in (proc.stdout + proc.stderr).lower()
