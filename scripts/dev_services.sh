@@ -31,6 +31,7 @@ fi
 set -a
 # shellcheck disable=SC1090
 source "$ENV_FILE"
+export PATH=$VENV/bin:$PATH   # airflow standalone starts its components as `airflow ...`
 export HF_HUB_OFFLINE=1 GX_ANALYTICS_ENABLED=False DVC_NO_ANALYTICS=1 BENTOML_DO_NOT_TRACK=True DO_NOT_TRACK=1
 export BGP_REPO=$ROOT BGP_REGISTRY=${BGP_REGISTRY:-$ROOT/registry}
 export BGP_LS_URL=http://127.0.0.1:$LS_PORT BGP_SERVICE_URL=http://127.0.0.1:$SERVICE_PORT
