@@ -83,13 +83,13 @@ def bg_onboard_brand():
 
         return onboarding.validate(params, run_id, report_to=ti.xcom_push)
 
-    @task(execution_timeout=cfg.train_timeout, max_active_tis_per_dag=cfg.max_trainings)
+    @task(execution_timeout=cfg.train_timeout, max_active_tis_per_dag=cfg.max_trainings, queue=cfg.train_queue)
     def train(params=None, run_id=None):
         from bg_platform.orchestration import onboarding
 
         return onboarding.train(params, run_id, timeout=cfg.train_timeout.total_seconds())
 
-    @task(execution_timeout=cfg.eval_timeout, max_active_tis_per_dag=cfg.max_trainings)
+    @task(execution_timeout=cfg.eval_timeout, max_active_tis_per_dag=cfg.max_trainings, queue=cfg.train_queue)
     def evaluate(params=None, run_id=None):
         from bg_platform.orchestration import onboarding
 

@@ -42,7 +42,7 @@ STOP_ON_PERMANENT = ExceptionRetryPolicy(
     },
 )  # fmt: skip
 def bg_retrain_base():
-    @task(execution_timeout=cfg.repro_timeout)
+    @task(execution_timeout=cfg.repro_timeout, queue=cfg.train_queue)
     def repro(params=None):
         from bg_platform.orchestration import retrain
 

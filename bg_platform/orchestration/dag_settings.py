@@ -9,6 +9,7 @@ Kept apart from the step modules, and free of heavy imports, because every DAG p
   BGP_MAX_TRAININGS        adapter trainings at once over all runs (default 2: CPU/GPU bound)
   BGP_SYNC_SCHEDULE        cron of bg_sync_label_studio (default "*/30 * * * *"; "none" = manual only)
   BGP_RETRAIN_SCHEDULE     cron of bg_retrain_base (default none: manual)
+  BGP_TRAIN_QUEUE          executor queue of train/evaluate (default "default"; CeleryExecutor: a GPU queue)
   BGP_TRAIN_TIMEOUT_MIN    training task timeout in minutes (default 360)
   BGP_EVAL_TIMEOUT_MIN     evaluation task timeout in minutes (default 120)
   BGP_STEP_TIMEOUT_MIN     timeout of every other task in minutes (default 30)
@@ -56,6 +57,7 @@ class DagSettings:
     eval_timeout: timedelta
     step_timeout: timedelta  # pull, prepare, validate, gate, reload, smoke
     repro_timeout: timedelta
+    train_queue: str
 
     def default_args(self) -> dict:
         return {
@@ -81,4 +83,5 @@ def current() -> DagSettings:
         eval_timeout=timedelta(minutes=_int("BGP_EVAL_TIMEOUT_MIN", 120, 1)),
         step_timeout=timedelta(minutes=_int("BGP_STEP_TIMEOUT_MIN", 30, 1)),
         repro_timeout=timedelta(minutes=_int("BGP_REPRO_TIMEOUT_MIN", 24 * 60, 1)),
+        train_queue=os.environ.get("BGP_TRAIN_QUEUE", "").strip() or "default",
     )
