@@ -74,16 +74,10 @@ class OnboardConf:
         brand = p.get("brand")
         if not isinstance(brand, str) or not re.match(BRAND_PATTERN, brand):
             problems.append(f"brand: {brand!r} does not match {BRAND_PATTERN} (lower-case letters, digits, '_' or '-')")
-        project = p.get("ls_project")
-        if project in (None, ""):
-            project = env.get("BGP_LS_PROJECT")
         try:
-            project = int(project)
-        except (TypeError, ValueError):
-            problems.append(
-                f"ls_project: {p.get('ls_project')!r}; give the Label Studio project id (the number in its URL), or "
-                f"set BGP_LS_PROJECT"
-            )
+            project = resolve_project(p.get("ls_project"), env)
+        except StopRun as exc:
+            problems.append(str(exc))
         cats = p.get("categories") or ()
         if isinstance(cats, str):
             cats = [c.strip() for c in cats.split(",") if c.strip()]
@@ -106,6 +100,24 @@ class OnboardConf:
             raise StopRun("bg_onboard_brand params: " + "; ".join(problems))
         return cls(brand=brand, ls_project=project, categories=tuple(cats), gate=gate,
                    promote=bool(p.get("promote", True)), **ints)  # fmt: skip
+
+
+def resolve_project(value: Any, env: Mapping[str, str] | None = None) -> int:
+    """The Label Studio project id: the given value, else BGP_LS_PROJECT."""
+    import os
+
+    env = os.environ if env is None else env
+    raw = env.get("BGP_LS_PROJECT") if value in (None, "") else value
+    try:
+        project = int(raw)
+    except (TypeError, ValueError):
+        project = 0
+    if project < 1 or isinstance(raw, bool):
+        raise StopRun(
+            f"ls_project: {value!r} (BGP_LS_PROJECT={env.get('BGP_LS_PROJECT')!r}); give the Label Studio project id "
+            f"(the number in its URL), or set BGP_LS_PROJECT"
+        )
+    return project
 
 
 def _context(params: Mapping[str, Any], run_id: str) -> tuple[Settings, OnboardConf, RunContext]:
@@ -487,6 +499,9 @@ def summary(params: Mapping[str, Any], run_id: str) -> tuple[dict[str, Any], boo
         outcome = "stopped at validation: nothing trained"
     elif failed_at == "gate" and deployment.get("version"):
         outcome = f"rejected by the gate: {deployment['version']} recorded as rejected, production unchanged"
+    elif failed_at in ("reload", "smoke") and deployment.get("promoted"):
+        # the registry already says production: the service follows it at its next poll, unchecked
+        outcome = f"promoted {deployment['version']} to production, but failed at {failed_at}"
     else:
         outcome = f"failed at {failed_at}"
     body = {

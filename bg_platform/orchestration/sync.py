@@ -16,7 +16,7 @@ from typing import Any
 
 from bg_platform.data import manifest
 from bg_platform.orchestration import brand_data
-from bg_platform.orchestration.onboarding import OnboardConf
+from bg_platform.orchestration.onboarding import resolve_project
 from bg_platform.orchestration.runs import RunContext, Settings, StopRun, locked
 
 log = logging.getLogger(__name__)
@@ -63,8 +63,7 @@ def find_brands(params: Mapping[str, Any], *, url: str | None = None, token: str
 
 
 def _project(params: Mapping[str, Any]) -> int:
-    # the same rule (and error message) as the onboarding form
-    return OnboardConf.from_params({"brand": "x", "ls_project": (params or {}).get("ls_project")}).ls_project
+    return resolve_project((params or {}).get("ls_project"))
 
 
 def onboarding_runs(due: list[dict[str, Any]], params: Mapping[str, Any]) -> list[dict[str, Any]]:
