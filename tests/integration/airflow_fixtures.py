@@ -4,7 +4,7 @@ the root conftest, and `tests` is not an importable package).
 
 - `airflow_home`: a temp AIRFLOW_HOME with a migrated SQLite metadata DB, DAGS_FOLDER = this repo's
   dags/. Airflow reads its config once, at the first `import airflow`, so the AIRFLOW_* variables are
-  set before that (the fixture refuses to run when airflow was already imported with other settings).
+  set before that; when an earlier test already imported it, its config and ORM are re-pointed.
 - `bg_repo`: a temp git + DVC repo with the smoke-profile pipeline reproduced by a real `dvc repro`
   (dataset, judges, Category-Wise base), a DVC remote, and the BGP_* variables pointing at it.
 - `onboard_service`: the real BentoML service (`bentoml serve`, started by the serving tests'
@@ -67,15 +67,11 @@ def airflow_home(tmp_path_factory) -> Iterator[AirflowHome]:
         "BGP_DAG_RETRIES": "0",  # pitfall 2: dag.test() waits out every retry_delay
         "BGP_DAG_RETRY_DELAY_S": "1",
     }
-    if "airflow" in sys.modules:
-        from airflow.configuration import conf
-
-        if conf.get("core", "dags_folder") != str(DAGS) or str(home) not in conf.get("database", "sql_alchemy_conn"):
-            pytest.skip("airflow was imported before the airflow_home fixture set AIRFLOW_*; run these tests in "
-                        "their own pytest process (or before any test that imports airflow)")  # fmt: skip
     old = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     _run(ROOT, sys.executable, "-m", "airflow", "db", "migrate", timeout=300)
+    if "airflow" in sys.modules:
+        _reconfigure_airflow(env)  # an earlier test imported it with other settings
     try:
         yield AirflowHome(home, DAGS)
     finally:
@@ -84,6 +80,20 @@ def airflow_home(tmp_path_factory) -> Iterator[AirflowHome]:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+def _reconfigure_airflow(env: dict[str, str]) -> None:
+    """Point an already imported Airflow at this home: its config is read once, at import."""
+    from airflow import settings
+    from airflow.configuration import conf
+
+    conf.set("core", "dags_folder", env["AIRFLOW__CORE__DAGS_FOLDER"])
+    conf.set("core", "load_examples", "False")
+    conf.set("database", "sql_alchemy_conn", env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"])
+    settings.AIRFLOW_HOME = env["AIRFLOW_HOME"]
+    settings.DAGS_FOLDER = env["AIRFLOW__CORE__DAGS_FOLDER"]
+    settings.SQL_ALCHEMY_CONN = env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"]
+    settings.configure_orm()
 
 
 def load_dag(dag_id: str):
