@@ -127,6 +127,7 @@ class Batcher:
             metrics.BATCH_ADAPTERS.observe(len({j.adapter_key for j in jobs} - {None}))
             try:
                 results = self._run(jobs)
+                metrics.MODEL_SECONDS.observe(time.perf_counter() - start)
             except Exception as exc:  # delivered to every waiting request; the thread must go on
                 log.exception("batch of %d request(s) failed", len(jobs))
                 for job in jobs:

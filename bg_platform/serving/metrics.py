@@ -20,6 +20,8 @@ LATENCY = Histogram("bgp_request_latency_seconds", "Request latency inside the s
                     ["endpoint"], buckets=_LATENCY_BUCKETS)
 QUEUE_WAIT = Histogram("bgp_queue_wait_seconds", "Time a request waited for its batch to start",
                        buckets=_LATENCY_BUCKETS)
+MODEL_SECONDS = Histogram("bgp_model_seconds", "Model time of one batch (slot activation + denoising + decoding)",
+                          buckets=_LATENCY_BUCKETS)
 BATCH_ROWS = Histogram("bgp_batch_images", "Images per model batch", buckets=(1, 2, 4, 8, 16, 32, 64))
 BATCH_ADAPTERS = Histogram("bgp_batch_adapters", "Distinct adapters per model batch", buckets=(0, 1, 2, 4, 8, 16))
 IMAGES = Counter("bgp_images_generated", "Images generated", ["brand"])
