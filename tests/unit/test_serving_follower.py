@@ -244,3 +244,11 @@ def test_unknown_version_is_refused_as_missing(world):
     with pytest.raises(AdapterRefused) as info:
         world.source.load(("acme", "v20990101T000000.000000Z-00000000"))
     assert info.value.reason == "missing"
+
+
+def test_a_brand_published_after_start_is_served_without_restart(world):
+    world.publish("acme")
+    world.follower.reload()
+    b1 = world.publish("globex")
+    report = world.follower.reload()
+    assert world.follower.snapshot()["globex"] == b1 and report.changed == {"globex": (None, b1)}
