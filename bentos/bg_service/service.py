@@ -18,8 +18,6 @@ from bg_platform.serving.config import ServingConfig
 from bg_platform.serving.limits import BodyLimit, body_limit
 
 BASE_MODEL = os.environ.get("BGP_BASE_MODEL", "bg-base:latest")
-# Uploads are `Path = None`: BentoML 1.4.40 fails on `Optional[Path]` (unhashable FileSchema in a Union)
-# and ignores `Path | None`; a missing file then reaches bg_platform.serving, which names the field.
 routes = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)  # GET /brands, GET /categories
 
 
@@ -56,6 +54,9 @@ class BgService:
     def close(self) -> None:
         self.engine.close()
 
+    # Uploads are `Path = None`: BentoML 1.4.40 fails on `Optional[Path]` (unhashable FileSchema in a
+    # Union) and does not treat `Path | None` as a file; a missing file reaches bg_platform.serving,
+    # which answers 400 naming the field.
     @bentoml.api
     def generate(
         self, image: Path = None, mask: Path = None, category: str | None = None,
@@ -96,5 +97,4 @@ class BgService:
         return _respond(self.api.categories())
 
 
-_upload = int(os.environ.get("BGP_MAX_UPLOAD_BYTES") or ServingConfig.max_upload_bytes)
-BgService.add_asgi_middleware(BodyLimit, max_bytes=body_limit(_upload))
+BgService.add_asgi_middleware(BodyLimit, max_bytes=body_limit(ServingConfig.env_value("max_upload_bytes")))

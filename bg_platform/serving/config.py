@@ -87,6 +87,14 @@ class ServingConfig:
         return cls(**values)
 
     @classmethod
+    def env_value(cls, name: str, env: Mapping[str, str] | None = None) -> Any:
+        """One field from the environment (or its default), without building a whole config."""
+        env = os.environ if env is None else env
+        f = {f.name: f for f in dataclasses.fields(cls)}[name]
+        raw = env.get(f.metadata["env"])
+        return f.default if raw is None or raw == "" else _parse(f.metadata["env"], raw, type(f.default))
+
+    @classmethod
     def explain(cls) -> str:
         """One line per field: env var, default, help (for the README and `--help`)."""
         return "\n".join(f"{f.metadata['env']:<26} {f.default!r:<14} {f.metadata['help']}" for f in dataclasses.fields(cls))

@@ -130,3 +130,5 @@ def test_config_from_env_with_clear_errors():
     assert "base_dir (BGP_BASE_DIR): '' is empty" in text and "cache_size (BGP_CACHE_SIZE): 4 must be >= slots" in text
     assert "scheduler (BGP_SCHEDULER): 'lms'" in text
     assert "BGP_MAX_RANK" in ServingConfig.explain()
+    assert ServingConfig.env_value("max_upload_bytes", {"BGP_MAX_UPLOAD_BYTES": "123"}) == 123
+    assert ServingConfig.env_value("max_upload_bytes", {}) == ServingConfig.max_upload_bytes
