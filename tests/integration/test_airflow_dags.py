@@ -4,8 +4,8 @@ repo, `bgp train-adapter`/`evaluate-adapter` subprocesses on the smoke profile, 
 and the running BentoML service for the deploy path.
 
 The tests of one module share one brand ("acme") and run in file order: candidate -> deployed ->
-rerun (nothing redone) -> sync -> gate failure on new references -> validation failure on empty
-masks; production must only ever move in the deploy test.
+rerun (nothing redone) -> sync -> parallel pulls -> gate failure under a stricter gate ->
+validation failure on empty masks; production must only ever move in the deploy test.
 """
 
 from __future__ import annotations
@@ -139,23 +139,49 @@ def test_sync_triggers_onboarding_only_for_brands_with_new_references(acme, ls_b
         assert session.query(DagRun).filter(DagRun.dag_id == ONBOARD, DagRun.run_id.like("sync__%")).count() == 1
 
 
+def test_two_brands_pull_and_version_at_once(acme, bg_repo):
+    """What concurrent onboardings share (the project's pull folder, the DVC repo) is locked; the rest
+    is per brand and run. Runs the first steps of two brands in two threads, without Airflow."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from bg_platform.data import manifest
+    from bg_platform.orchestration import onboarding
+
+    def first_steps(brand: str) -> dict:
+        params, run_id = {"brand": brand, "ls_project": acme.project_id}, f"manual__parallel_{brand}"
+        onboarding.start(params, run_id)
+        onboarding.pull(params, run_id)
+        return onboarding.prepare(params, run_id)
+
+    with ThreadPoolExecutor(2) as pool:
+        acme_ds, zenco_ds = pool.map(first_steps, ["acme", "zenco"])
+    assert acme_ds["dataset_dir"] != zenco_ds["dataset_dir"] and acme_ds["dvc_md5"] != zenco_ds["dvc_md5"]
+    for brand, ds, n in (("acme", acme_ds, 8), ("zenco", zenco_ds, 3)):
+        assert set(manifest.read(ds["dataset_dir"])["brand"]) == {brand} and ds["references"] == n
+        assert ds["dvc_md5"] in (bg_repo.root / "data" / "brands" / f"{brand}.dvc").read_text()
+    ignored = (bg_repo.root / "data" / "brands" / ".gitignore").read_text().split()
+    assert {"/acme", "/zenco"} <= set(ignored)  # both `dvc add`s recorded in the shared .gitignore
+
+
 # ---------------------------------------------------------------------------------------------
 # Unhappy paths: production never moves
 
 
-def test_failed_gate_records_a_rejected_candidate_and_keeps_production(acme, ls_brand, bg_repo):
+def test_failed_gate_records_a_rejected_candidate_and_keeps_production(acme, bg_repo):
     production = _production(bg_repo, "acme")
-    ls_brand("acme", 2, project_id=acme.project_id, seed=3)  # new references: a new adapter is trained
+    n_versions = len(_registry(bg_repo).list_versions("acme"))
+    # the same references under a stricter gate: the adapter is re-used, the evaluation is redone
     dr, s = onboard(brand="acme", ls_project=acme.project_id, **GATE_IMPOSSIBLE)
     assert dr.state == "failed"
     states = _states(dr)
-    assert states["gate"] == "failed" and states["reload"] == "upstream_failed" and states["summary"] == "failed"
-    assert not s["adapter"]["reused"] and s["data"]["references"] == 10
+    assert states["evaluate"] == "success" and states["gate"] == "failed"
+    assert states["reload"] == "upstream_failed" and states["summary"] == "failed"
     rejected = s["deployment"]["version"]
     assert rejected != production and s["outcome"].startswith("rejected by the gate")
     info = _registry(bg_repo).get("acme", rejected)
     assert info.rejected and info.reasons == tuple(s["gate"]["reasons"]) and s["gate"]["reasons"]
-    assert _production(bg_repo, "acme") == production
+    assert _registry(bg_repo).aliases("acme") == {"candidate": rejected, "production": production}
+    assert len(_registry(bg_repo).list_versions("acme")) == n_versions + 1
     assert "production is unchanged" in s["error"] and (production or "no production version") in s["error"]
 
 
@@ -189,7 +215,7 @@ def test_label_studio_down_is_retried_then_fails_clearly(acme, monkeypatch):
 
     monkeypatch.setenv("BGP_LS_URL", f"http://127.0.0.1:{free_port()}")  # nothing listens there
     monkeypatch.setenv("BGP_DAG_RETRIES", "1")
-    monkeypatch.setenv("BGP_DAG_RETRY_DELAY_S", "1")
+    monkeypatch.setenv("BGP_DAG_RETRY_DELAY_S", "0")
     dr = load_dag(ONBOARD).test(run_conf={"brand": "acme", "ls_project": acme.project_id})
     assert dr.state == "failed"
     pull = dr.get_task_instance("pull")
