@@ -196,6 +196,21 @@ class LoraSlots:
         if self.unet.training:
             raise RuntimeError("LoraSlots.route is for inference; call unet.eval() first")
         names = list(slot_per_row)
+        if len(set(names)) == 1:
+            # one adapter (or none) for the whole batch: activate just that slot; peft's per-row
+            # path would split and re-gather every LoRA layer for nothing
+            only = names[0]
+            if only == BASE:
+                self.unet.disable_adapters()
+            else:
+                self.unet.set_adapters([only])
+            try:
+                yield
+            finally:
+                if only == BASE:
+                    self.unet.enable_adapters()
+                self.unet.set_adapters(self.names)
+            return
 
         def hook(_module, args, kwargs):
             kwargs["adapter_names"] = names

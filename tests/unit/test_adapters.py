@@ -64,6 +64,9 @@ def test_slots_reproduce_peft_outputs_and_route_rows(tiny_components_factory):
     with torch.no_grad(), slots.route(["slot0"] * 3):
         again = c.unet(x, t, e).sample
     assert torch.allclose(again, ref4, atol=1e-4)
+    with torch.no_grad(), slots.route([BASE] * 3):
+        plain = c.unet(x, t, e).sample
+    assert torch.allclose(plain, base, atol=1e-5)
 
 
 def test_slots_refuse_bad_adapters(tiny_components_factory, tmp_path):
