@@ -13,29 +13,23 @@ version instead of uploading a duplicate.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import re
-import shutil
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from bg_platform.config import BRAND_PATTERN
-from bg_platform.orchestration import brand_data
+from bg_platform.orchestration import adapter_jobs, brand_data
 from bg_platform.orchestration.runs import (
     STEPS,
     OrchestrationError,
     RunContext,
     Settings,
     StopRun,
-    locked,
-    run_bgp,
 )
 
 log = logging.getLogger(__name__)
@@ -167,7 +161,7 @@ def _inputs(settings: Settings, params) -> dict[str, Path]:
     return paths
 
 
-def _overlay(conf: OnboardConf, params, adapter_dirs: dict[str, str] | None = None) -> dict[str, Any]:
+def _overlay(conf: OnboardConf, params) -> dict[str, Any]:
     """What this run changes in params.yaml (written as a profile for the `bgp` subprocesses)."""
     cfg = params.adapter
     if conf.min_references > cfg.max_references:
@@ -176,28 +170,10 @@ def _overlay(conf: OnboardConf, params, adapter_dirs: dict[str, str] | None = No
             f"params.yaml; lower it or raise adapter.max_references"
         )
     adapter = {"min_references": conf.min_references, "references": max(cfg.references, conf.min_references)}
-    adapter.update(adapter_dirs or {})
     out: dict[str, Any] = {"adapter": adapter}
     if conf.gate:
         out["evaluate_adapter"] = {"gate": dict(conf.gate)}
     return out
-
-
-def _write_overlay(path: Path, overlay: dict[str, Any]) -> Path:
-    from bg_platform.data.imageio import atomic_write_bytes
-
-    atomic_write_bytes(path, yaml.safe_dump(overlay, sort_keys=True).encode())  # runs may share the path
-    return path
-
-
-def _key(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def _dir_sha(path: Path, pattern: str = "*") -> dict[str, str]:
-    from bg_platform.data.imageio import sha256_file
-
-    return {str(p.relative_to(path)): sha256_file(p) for p in sorted(path.rglob(pattern)) if p.is_file()}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -284,45 +260,14 @@ def train(params: Mapping[str, Any], run_id: str, timeout: float = TRAIN_TIMEOUT
     settings, conf, run = _context(params, run_id)
     with run.step("train") as rec:
         plan, prep = run.result("start"), run.result("prepare")
-        p = settings.load_params()
-        overlay = _overlay(conf, p)
-        key = _key({"data": prep["dvc_md5"], "base": plan["base"]["fingerprint"],
-                    "adapter": _adapter_cfg(settings, overlay)})  # fmt: skip
-        kdir = run.brand_dir / "adapters" / key
-        rec.details["adapter_key_dir"] = str(kdir)
-        final = kdir / "adapter"
-        with locked(kdir / ".lock", f"adapter training {conf.brand}/{key}"):
-            reused = (kdir / "done.json").exists() and (final / "adapter.json").exists()
-            if not reused:
-                ov = _write_overlay(kdir / "overlay.yaml", _overlay(conf, p, {
-                    "run_dir": str(kdir / "run"), "plots_dir": str(kdir / "plots")}))  # fmt: skip
-                partial = kdir / "adapter.partial"
-                shutil.rmtree(partial, ignore_errors=True)
-                shutil.rmtree(final, ignore_errors=True)
-                t0 = time.monotonic()
-                run_bgp(settings, (ov,), ["train-adapter", "--brand", conf.brand, "--dataset", prep["dataset_dir"],
-                                          "--base", plan["base"]["dir"], "--out", str(partial), "--no-progress"],
-                        cwd=kdir, log_path=kdir / "train.log", timeout=timeout, what=f"train-adapter {conf.brand}")  # fmt: skip
-                partial.rename(final)
-                (kdir / "done.json").write_text(json.dumps({"run_id": run_id, "seconds": round(time.monotonic() - t0, 1),
-                                                            "dvc_md5": prep["dvc_md5"]}) + "\n")  # fmt: skip
-            training = json.loads((final / "training.json").read_text())
-        rec.result = {"adapter_dir": str(final), "key": key, "reused": reused, "log": str(kdir / "train.log"),
-                      "references": len(training.get("references", [])), "steps": training.get("steps"),
-                      "final_loss": training.get("final_loss"), "data_hash": training.get("data_hash")}  # fmt: skip
+        rec.result = adapter_jobs.train_keyed(
+            settings, run.brand_dir, conf.brand, dataset_dir=prep["dataset_dir"], base_dir=plan["base"]["dir"],
+            data_version=prep["dvc_md5"], base_fingerprint=plan["base"]["fingerprint"],
+            overlay=_overlay(conf, settings.load_params()), run_id=run_id, timeout=timeout, details=rec.details,
+        )  # fmt: skip
     res = run.result("train")
     log.info("adapter %s: %s (%s)", conf.brand, res["adapter_dir"], "reused, same data/base/config" if res["reused"] else "trained")
     return res
-
-
-def _adapter_cfg(settings: Settings, overlay: dict[str, Any]) -> dict[str, Any]:
-    from bg_platform import config
-
-    path = _write_overlay(settings.work_dir / "tmp" / f"overlay-{_key(overlay)}.yaml", overlay)
-    cfg = config.to_dict(settings.load_params((path,)).adapter)
-    for k in ("out_dir", "run_dir", "plots_dir"):  # where things go, not what is trained
-        cfg.pop(k, None)
-    return cfg
 
 
 def evaluate(params: Mapping[str, Any], run_id: str, timeout: float = EVAL_TIMEOUT_S) -> dict[str, Any]:
@@ -331,35 +276,13 @@ def evaluate(params: Mapping[str, Any], run_id: str, timeout: float = EVAL_TIMEO
     settings, conf, run = _context(params, run_id)
     with run.step("evaluate") as rec:
         plan, prep, trained = run.result("start"), run.result("prepare"), run.result("train")
-        from bg_platform import config
-
-        overlay = _overlay(conf, settings.load_params())
-        ov_path = _write_overlay(run.run_dir / "overlay.yaml", overlay)
-        p = settings.load_params((ov_path,))
-        products = Path(plan["inputs"]["products"])
-        judges = Path(plan["inputs"]["judges"])
-        key = _key({
-            "adapter": _dir_sha(Path(trained["adapter_dir"]), "*.safetensors"), "data": prep["dvc_md5"],
-            "judges": _dir_sha(judges), "products": _dir_sha(products, "manifest.parquet"),
-            "base": plan["base"]["fingerprint"], "eval": config.to_dict(p.evaluate_adapter), "judge_cfg": config.to_dict(p.judges),
-        })  # fmt: skip
-        kdir = run.brand_dir / "evaluations" / key
-        rec.details["evaluation_dir"] = str(kdir)
-        metrics_path = kdir / "metrics.json"
-        with locked(kdir / ".lock", f"adapter evaluation {conf.brand}/{key}"):
-            reused = metrics_path.exists()
-            if not reused:
-                partial = kdir / "metrics.partial.json"
-                run_bgp(settings, (ov_path,), [
-                    "evaluate-adapter", "--brand", conf.brand, "--adapter", trained["adapter_dir"],
-                    "--base", plan["base"]["dir"], "--dataset", prep["dataset_dir"], "--products", str(products),
-                    "--judges", str(judges), "--metrics", str(partial), "--report-dir", str(kdir / "report"),
-                ], cwd=kdir, log_path=kdir / "evaluate.log", timeout=timeout, what=f"evaluate-adapter {conf.brand}")  # fmt: skip
-                partial.rename(metrics_path)
-        metrics = json.loads(metrics_path.read_text())
-        rec.result = {"metrics_path": str(metrics_path), "reused": reused, "gate": metrics["gate"],
-                      "samples": str(kdir / "report" / "samples.png"),
-                      "metrics": {k: v for k, v in metrics.items() if isinstance(v, int | float | bool) and k != "gate"}}  # fmt: skip
+        overlay = adapter_jobs.write_overlay(run.run_dir / "overlay.yaml", _overlay(conf, settings.load_params()))
+        rec.result = adapter_jobs.evaluate_keyed(
+            settings, run.brand_dir, conf.brand, adapter_dir=trained["adapter_dir"], dataset_dir=prep["dataset_dir"],
+            base_dir=plan["base"]["dir"], products=Path(plan["inputs"]["products"]), judges=Path(plan["inputs"]["judges"]),
+            data_version=prep["dvc_md5"], base_fingerprint=plan["base"]["fingerprint"], overlay_path=overlay,
+            timeout=timeout, details=rec.details,
+        )  # fmt: skip
     res = run.result("evaluate")
     log.info("evaluation of %s: gate %s %s", conf.brand, "PASS" if res["gate"]["passed"] else "FAIL",
              "; ".join(res["gate"]["reasons"]))  # fmt: skip
@@ -373,7 +296,8 @@ def gate(params: Mapping[str, Any], run_id: str) -> dict[str, Any]:
     with run.step("gate") as rec:
         plan, trained, ev = run.result("start"), run.result("train"), run.result("evaluate")
         metrics = json.loads(Path(ev["metrics_path"]).read_text())
-        dep = publish(plan["registry"], conf.brand, Path(trained["adapter_dir"]), metrics, promote=conf.promote)
+        dep = adapter_jobs.publish(plan["registry"], conf.brand, Path(trained["adapter_dir"]), metrics,
+                                   promote=conf.promote)
         rec.result = dep
         rec.details.update(dep)
         if not metrics["gate"]["passed"]:
@@ -384,49 +308,6 @@ def gate(params: Mapping[str, Any], run_id: str) -> dict[str, Any]:
                 f"Metrics: {ev['metrics_path']}; samples: {ev['samples']}"
             )
     return run.result("gate")
-
-
-def publish(registry_root: str, brand: str, adapter_dir: Path, metrics: dict, *, promote: bool) -> dict[str, Any]:
-    """adapters.publish_adapter, except that an adapter whose files are already published for the
-    brand is not uploaded again: a rerun on the same data re-uses (and, if needed, promotes) it."""
-    from bg_platform.orchestration.adapters import publish_adapter
-    from bg_platform.registry import Registry, UnknownName
-
-    reg = Registry(registry_root)
-    passed = bool(metrics["gate"]["passed"])
-    local = _dir_sha(adapter_dir, "*.safetensors")
-    before = _production(reg, brand)
-    same = None
-    try:
-        versions = reg.list_versions(brand)
-    except UnknownName:
-        versions = []
-    for v in reversed(versions):
-        info = reg.get(brand, v)
-        if {e.name: e.sha256 for e in info.metadata.weight_files} == local:
-            same = info
-            break
-    action = "published"
-    if same is not None and (same.rejected != passed):  # same weights, same verdict as recorded: re-use
-        version, action = same.version, "reused"
-        if passed and promote and before != version:
-            reg.set_alias(brand, "candidate", version)
-            reg.promote(brand, version)
-            action = "reused, promoted"
-        promoted = passed and promote
-        rejected = list(same.reasons) if same.rejected else []
-        uri = same.uri
-    else:
-        dep = publish_adapter(registry_root, brand, adapter_dir, metrics, promote=promote)
-        version, promoted, rejected, uri = dep.version, dep.promoted, list(dep.rejected_reasons), dep.uri
-    log.info("registry %s: %s/%s %s (%s)", registry_root, brand, version, action,
-             "production" if promoted else ("rejected" if rejected else "candidate"))  # fmt: skip
-    return {"version": version, "action": action, "promoted": promoted, "rejected_reasons": rejected, "uri": uri,
-            "production_before": before, "production": _production(reg, brand)}  # fmt: skip
-
-
-def _production(reg, brand: str) -> str | None:
-    return reg.aliases(brand).get("production")
 
 
 def reload(params: Mapping[str, Any], run_id: str) -> dict[str, Any]:
