@@ -13,10 +13,7 @@ the root conftest).
 from __future__ import annotations
 
 import os
-import signal
-import socket
 import subprocess
-import time
 from dataclasses import replace
 from pathlib import Path
 from typing import NamedTuple
@@ -81,51 +78,23 @@ def bento_home(tmp_path_factory, serving_artifacts) -> Path:
     return home
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def start_bento_server(target: str, home: Path, registry: str, log: Path, *, cwd: Path = ROOT,
                        extra_env: dict | None = None, timeout: float = 180.0) -> BentoServer:
-    """`bentoml serve <target>` in its own process group; returns once /readyz answers 200."""
-    import httpx
+    """`bentoml serve <target>` (bg_platform.serving.launcher) with test settings; ready on return."""
+    from bg_platform.serving.launcher import start_service
 
-    port, token = free_port(), "test-admin-token"
-    env = {**os.environ, "BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "True", "HF_HUB_OFFLINE": "1",
-           "BGP_REGISTRY": registry, "BGP_ADMIN_TOKEN": token, "BGP_POLL_INTERVAL_S": "0.3", "BGP_STEPS": "2",
+    env = {"BENTOML_HOME": str(home), "BGP_REGISTRY": registry, "BGP_POLL_INTERVAL_S": "0.3", "BGP_STEPS": "2",
            "BGP_MAX_RANK": "8", "BGP_SLOTS": "2", "BGP_CACHE_SIZE": "4", "BGP_WORK_DIR": str(log.parent / "adapters"),
            "BGP_MAX_UPLOAD_BYTES": "300000", "BGP_MAX_PIXELS": str(300 * 300), **(extra_env or {})}
-    env.pop("BGP_BASE_DIR", None)  # the base comes from the model store, as in a Bento
-    out = open(log, "wb")  # noqa: SIM115 - the server writes to it for the whole session
-    proc = subprocess.Popen([str(BIN / "bentoml"), "serve", target, "--host", "127.0.0.1", "--port", str(port)],
-                            cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + timeout
-    while True:
-        if proc.poll() is not None:
-            raise AssertionError(f"bentoml serve exited with {proc.returncode}:\n{log.read_text()[-4000:]}")
-        try:
-            if httpx.get(f"{url}/readyz", timeout=5).status_code == 200:
-                return BentoServer(url, token, registry, log, proc)
-        except httpx.TransportError:
-            pass
-        if time.monotonic() > deadline:
-            stop_server(proc)
-            raise AssertionError(f"bentoml serve not ready after {timeout:.0f} s:\n{log.read_text()[-4000:]}")
-        time.sleep(0.5)
+    svc = start_service(env, log, target=target, cwd=cwd, admin_token="test-admin-token", timeout_s=timeout,
+                        unset=("BGP_BASE_DIR",))  # the base comes from the model store, as in a Bento
+    return BentoServer(svc.url, svc.admin_token, registry, log, svc.process)
 
 
 def stop_server(proc: subprocess.Popen) -> None:
-    if proc.poll() is not None:
-        return
-    os.killpg(proc.pid, signal.SIGTERM)  # the group: the arbiter and its worker processes
-    try:
-        proc.wait(30)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(10)
+    from bg_platform.serving.launcher import RunningService
+
+    RunningService("", "", Path(), proc).stop()
 
 
 @pytest.fixture(scope="session")
