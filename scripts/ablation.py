@@ -170,7 +170,7 @@ def write_markdown(path: Path, params, results, trained, curve, argv) -> None:
         )
     lines += ["", "Per-category fidelity:", "", "| variant | " + " | ".join(sorted(any_m["category_fidelity_per_class"])) + " |",
               "|---|" + "---|" * len(any_m["category_fidelity_per_class"])]
-    for key, (label, _, m) in results.items():
+    for key, (_label, _, m) in results.items():
         per = m["category_fidelity_per_class"]
         lines.append(f"| ({key}) | " + " | ".join(f"{per[c]:.2f}" for c in sorted(per)) + " |")
     lines += ["", "## Fidelity vs training minutes (variant a, its checkpoints)", "", "![curve](fidelity_curve.png)", "",
