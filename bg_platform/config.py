@@ -106,18 +106,18 @@ class ValidateConfig:
 class CodecConfig:
     type: Literal["pca"] = F("pca", "tiny codec: patch PCA (fitted in seconds, nothing pretrained)")
     patch_size: int = F(4, "patch side = latent downsampling factor", ge=1, le=16)
-    latent_channels: int = F(12, "principal components kept per patch", ge=1)
+    latent_channels: int = F(8, "principal components kept per patch", ge=1)
     whiten: bool = F(True, "scale each component to unit variance")
     fit_images: int = F(2000, "training images used to fit the codec", ge=16)
 
 
 @dataclass(frozen=True, config=_STRICT)
 class UNetConfig:
-    block_out_channels: tuple[int, ...] = F((48, 96, 96), "channels per UNet level", min_length=1)
+    block_out_channels: tuple[int, ...] = F((32, 64, 64), "channels per UNet level", min_length=1)
     cross_attention: tuple[bool, ...] = F((True, True, False), "which levels have (cross-)attention blocks")
     layers_per_block: int = F(1, "resnets per level", ge=1)
     attention_heads: tuple[int, ...] = F(
-        (2, 3, 3), "attention heads per level (passed as diffusers' misnamed `attention_head_dim`)", min_length=1
+        (1, 2, 2), "attention heads per level (passed as diffusers' misnamed `attention_head_dim`)", min_length=1
     )
     only_cross_attention: bool = F(True, "attention blocks attend to the prompt only (no spatial self-attention)")
     norm_num_groups: int = F(16, "GroupNorm groups (must divide every channel count)", ge=1)
@@ -192,7 +192,7 @@ class TrainBaseConfig:
     run_dir: str = F("runs/base", "checkpoints and samples of the run")
     plots_dir: str = F("plots/base", "loss curve CSV + PNG, and a sample grid after training")
     sample_steps: int = F(20, "denoising steps of the post-training sample grid", ge=1)
-    loop: LoopConfig = F(LoopConfig(), "the training loop")
+    loop: LoopConfig = F(LoopConfig(ema_decay=0.999), "the training loop")
     loss: DiffusionLossConfig = F(DiffusionLossConfig(), "losses")
 
 
@@ -200,9 +200,9 @@ class TrainBaseConfig:
 class JudgeConfig:
     out_dir: str = F("models/judges", "trained judge classifiers")
     run_dir: str = F("runs/judges", "loss curves of judge training")
-    width: int = F(32, "channels of the first judge level", ge=4)
+    width: int = F(24, "channels of the first judge level", ge=4)
     loop: LoopConfig = F(
-        LoopConfig(steps=500, batch_size=64, lr=2e-3, warmup_steps=25, weight_decay=1e-4, checkpoint_every=10_000),
+        LoopConfig(steps=400, batch_size=32, lr=2e-3, warmup_steps=25, weight_decay=1e-4, checkpoint_every=10_000),
         "judge training loop",
     )
 

@@ -3,9 +3,11 @@
 - `PatchPCACodec` (the tiny default, nothing pretrained): each non-overlapping p x p RGB patch is
   projected onto its top-K principal components, whitened per component. It is fitted on the
   training images in seconds (one SVD), is the MSE-optimal linear codec for that K, and is stored
-  in diffusers format (config.json + safetensors) like any other component. At 64 px, p = 4 and
-  K = 12 gives a 16x16x12 latent (4x compression, ~29 dB PSNR on BG-Synth) — measured to beat a
-  small conv autoencoder trained for the same wall-clock budget on this CPU (~22-23 dB).
+  in diffusers format (config.json + safetensors) like any other component. At 64 px, p = 4 gives
+  16x16 latents; K = 8 keeps 26.6 dB PSNR on BG-Synth (K = 12: 29.3 dB), both above a small conv
+  autoencoder trained for the same wall-clock budget on this CPU (22-23 dB). With the CPU training
+  budget, K = 8 also trained to visibly cleaner textures than K = 12 (fewer fine components to get
+  wrong): measured category fidelity 1.00 vs 0.88 after 1,200 steps.
 - `VaeCodec` wraps a pretrained `AutoencoderKL` (real Stable Diffusion inpainting checkpoints).
 """
 
