@@ -229,7 +229,10 @@ class EvaluateBaseConfig:
 @dataclass(frozen=True, config=_STRICT)
 class AdapterConfig:
     rank: int = F(8, "LoRA rank (alpha = rank)", ge=1, le=128)
-    targets: tuple[str, ...] = F(("to_q", "to_k", "to_v", "to_out.0"), "UNet attention projections that get LoRA")
+    targets: tuple[str, ...] = F(
+        ("to_q", "to_k", "to_v", "to_out.0", "conv1", "conv2"),
+        "UNet modules that get LoRA: attention projections + resnet convs (serving slots cover the same set)",
+    )
     brand_token: bool = F(False, "also learn a brand identifier token (prompt: '... by <brand:x>')")
     references: int = F(12, "reference images used per brand (the brand's train split, in id order)", ge=1)
     min_references: int = F(3, "fewest references an adapter may be trained from", ge=1)
@@ -239,7 +242,7 @@ class AdapterConfig:
     run_dir: str = F("runs/adapters", "checkpoints per brand")
     plots_dir: str = F("plots/adapters", "loss curves and sample grids per brand")
     loop: LoopConfig = F(
-        LoopConfig(steps=300, batch_size=8, lr=1e-3, warmup_steps=20, checkpoint_every=100, log_every=10),
+        LoopConfig(steps=900, batch_size=8, lr=1e-3, warmup_steps=30, checkpoint_every=300, log_every=20),
         "the training loop (the same loop as the base)",
     )
     loss: DiffusionLossConfig = F(DiffusionLossConfig(cfg_dropout=0.1), "losses")
@@ -248,7 +251,9 @@ class AdapterConfig:
 @dataclass(frozen=True, config=_STRICT)
 class GateConfig:
     min_brand_accuracy: float = F(0.9, "brand judge accuracy with the adapter must reach this", ge=0, le=1)
-    max_category_drop: float = F(0.3, "category fidelity may drop at most this much vs the base", ge=0, le=1)
+    max_category_drop: float = F(
+        0.3, "category fidelity of adapter outputs may fall at most this far below the category judge's "
+        "accuracy on the brand's real references", ge=0, le=1)
     min_brand_gain: float = F(0.3, "brand accuracy gain over the base that an adapter must bring", ge=0, le=1)
 
 

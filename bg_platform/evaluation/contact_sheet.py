@@ -32,8 +32,10 @@ def demo_contact_sheet(
     guidance: float = 3.0,
 ) -> Path:
     comps = load(base_dir)
-    ranks = [load_adapter(p)[0].rank for p in adapters.values()]
-    pipe = BgPipeline(comps, lora_slots=1 if adapters else 0, max_rank=max(ranks, default=1))
+    metas = [load_adapter(p)[0] for p in adapters.values()]
+    targets = sorted({t for m in metas for t in m.targets})
+    pipe = BgPipeline(comps, lora_slots=1 if adapters else 0, max_rank=max((m.rank for m in metas), default=1),
+                      lora_targets=targets or None)
     res = comps.meta.resolution
     test = load_set(dataset_dir, res, splits=("test",), brand="")
     rows, labels = [], []

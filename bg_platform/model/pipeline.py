@@ -87,16 +87,18 @@ class BgPipeline:
     """The base pipeline, loaded once. With `lora_slots` > 0 it carries that many pre-allocated
     LoRA slots (see model.lora.LoraSlots) and every row of a batch can use a different one."""
 
-    def __init__(self, components: Components, device: str | torch.device = "cpu", lora_slots: int = 0, max_rank: int = 16):
+    def __init__(self, components: Components, device: str | torch.device = "cpu", lora_slots: int = 0, max_rank: int = 16,
+                 lora_targets: Sequence[str] | None = None):
         self.c = components.to(device)
         self.device = torch.device(device)
         self.store = attention.AttnStore()
         attention.install(self.c.unet, self.store)
         self.slots = None
         if lora_slots:
-            from bg_platform.model.lora import LoraSlots
+            from bg_platform.model.lora import TARGETS, LoraSlots
 
-            self.slots = LoraSlots(self.c.unet, self.c.text_encoder, self.c.tokenizer, slots=lora_slots, max_rank=max_rank)
+            self.slots = LoraSlots(self.c.unet, self.c.text_encoder, self.c.tokenizer, slots=lora_slots, max_rank=max_rank,
+                                   targets=tuple(lora_targets or TARGETS))
         for m in self.c.modules().values():
             m.eval()
 

@@ -104,7 +104,8 @@ def test_gate_lists_every_failed_rule():
     from bg_platform.config import GateConfig
 
     ok = {"brand_accuracy_with_adapter": 0.95, "brand_accuracy_without_adapter": 0.1,
-          "category_fidelity_with_adapter": 0.8, "category_fidelity_without_adapter": 0.9}
+          "category_fidelity_with_adapter": 0.8, "category_fidelity_without_adapter": 0.9,
+          "category_fidelity_real_brand_refs": 0.85}
     assert gate(ok, GateConfig()).passed
     bad = dict(ok, brand_accuracy_with_adapter=0.3, category_fidelity_with_adapter=0.2)
     r = gate(bad, GateConfig())
