@@ -40,7 +40,8 @@ COMMANDS: dict[str, str] = {
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bgp", description=__doc__.splitlines()[0])
-    parser.add_argument("--params", default=os.environ.get("BGP_PARAMS", "params.yaml"), help="params file")
+    params_default = os.environ.get("BGP_PARAMS") or "params.yaml"  # an empty variable means unset
+    parser.add_argument("--params", default=params_default, help="params file (default: $BGP_PARAMS or params.yaml)")
     parser.add_argument(
         "--profile", action="append", default=[], metavar="YAML", help="overlay merged over --params (repeatable)"
     )

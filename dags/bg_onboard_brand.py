@@ -50,7 +50,7 @@ GATE = "Deployment gate (empty = params.yaml evaluate_adapter.gate)"
         "min_brand_accuracy": Param(None, type=["null", "number"], minimum=0, maximum=1, section=GATE,
                                     title="Min brand judge accuracy with the adapter"),
         "max_category_drop": Param(None, type=["null", "number"], minimum=0, maximum=1, section=GATE,
-                                   title="Max category fidelity drop vs the base"),
+                                   title="Max category fidelity drop below the brand's real references"),
         "min_brand_gain": Param(None, type=["null", "number"], minimum=0, maximum=1, section=GATE,
                                 title="Min brand accuracy gain over the base"),
         "promote": Param(True, type="boolean", title="Promote to production when the gate passes",

@@ -159,10 +159,14 @@ def bg_repo(tmp_path_factory, request) -> Iterator[BgRepo]:
     if rc != 0:
         raise AssertionError(f"dvc repro failed ({rc}):\n{log_path.read_text()[-4000:]}")
     meta = json.loads((repo / "models" / "base" / "bg_platform.json").read_text())
-    env = {"BGP_REPO": str(repo), "BGP_RUNS_DIR": str(repo / "runs" / "orchestration"),
-           "BGP_PARAMS": "", "BGP_PROFILES": "", "BGP_BRAND_DATA_DIR": ""}  # fmt: skip
-    old = {k: os.environ.get(k) for k in env}
+    # Session-wide (the base is trained once): set only what the DAGs read and *unset* the
+    # overrides, so later test modules' `bgp` subprocesses see an ordinary environment.
+    env = {"BGP_REPO": str(repo), "BGP_RUNS_DIR": str(repo / "runs" / "orchestration")}
+    unset = ("BGP_PARAMS", "BGP_PROFILES", "BGP_BRAND_DATA_DIR")
+    old = {k: os.environ.get(k) for k in (*env, *unset)}
     os.environ.update(env)
+    for k in unset:
+        os.environ.pop(k, None)
     try:
         yield BgRepo(repo, repo / "registry", repo / "models" / "base", tuple(meta["categories"]), meta["fingerprint"])
     finally:
