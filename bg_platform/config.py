@@ -326,6 +326,8 @@ def _read_yaml(path: Path) -> dict[str, Any]:
         data = yaml.load(path.read_text(), Loader=_UniqueKeyLoader) or {}
     except FileNotFoundError:
         raise ConfigError(f"params file not found: {path} (run from the repository root or pass --params)") from None
+    except IsADirectoryError:
+        raise ConfigError(f"params file {str(path)!r} is a directory: pass the YAML file (--params / BGP_PARAMS)") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path} is not valid YAML: {exc}") from None
     if not isinstance(data, dict):

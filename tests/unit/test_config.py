@@ -86,3 +86,14 @@ def test_missing_file_and_bad_yaml(tmp_path):
     (tmp_path / "bad.yaml").write_text("synth: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         config.load(tmp_path / "bad.yaml")
+    with pytest.raises(ConfigError, match="is a directory"):
+        config.load(tmp_path)
+
+
+def test_empty_bgp_params_means_the_default(monkeypatch):
+    from bg_platform.cli import build_parser
+
+    monkeypatch.setenv("BGP_PARAMS", "")
+    assert build_parser().parse_args(["config"]).params == "params.yaml"
+    monkeypatch.setenv("BGP_PARAMS", "other.yaml")
+    assert build_parser().parse_args(["config"]).params == "other.yaml"
