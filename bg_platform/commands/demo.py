@@ -57,8 +57,26 @@ def run(args, params) -> int:
     for name, path in outputs:
         missing = "" if "<" in path or Path(path).exists() else "  (missing)"
         print(f"  {name:24s} {path}{missing}")
-    subprocess.call([sys.executable, "-m", "dvc", "metrics", "show"], env=env)
+    print_results(params)
+    print("\nall metrics: .venv/bin/dvc metrics show   (or `dvc metrics diff` after a change)")
     return 0
+
+
+def print_results(params) -> None:
+    """The headline numbers of this run (the full set is in the metrics files)."""
+    import json
+    from pathlib import Path
+
+    from bg_platform.evaluation import adapter, base
+
+    base_metrics = Path(params.evaluate_base.metrics)
+    if base_metrics.exists():
+        print("\nCategory-Wise base (held-out products):")
+        print(base.format_summary(json.loads(base_metrics.read_text())))
+    for brand in params.brands:
+        path = Path(params.evaluate_adapter.metrics_dir) / f"{brand}.json"
+        if path.exists():
+            print(adapter.format_summary(json.loads(path.read_text())))
 
 
 def call_service(params) -> list[tuple[str, list]]:
