@@ -61,7 +61,7 @@ class AdapterMeta:
 
 
 def add_training_lora(unet, rank: int, alpha: float, name: str = "brand", init: str | bool = "gaussian", targets=TARGETS) -> None:
-    """Freeze the UNet and add a trainable LoRA (peft) on the attention projections."""
+    """Freeze the UNet and add a trainable LoRA (peft) on `targets` (default: attention projections + resnet convs)."""
     from peft import LoraConfig
 
     unet.requires_grad_(False)
