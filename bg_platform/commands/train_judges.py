@@ -12,14 +12,11 @@ def add_arguments(p) -> None:
 
 
 def run(args, params) -> int:
-    import json
-    from pathlib import Path
-
+    from bg_platform.data.imageio import atomic_write_json
     from bg_platform.evaluation.judges import train_judges
 
     metrics = train_judges(params, args.dataset or params.dataset.dir, progress=not args.no_progress)
-    Path(args.metrics).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.metrics).write_text(json.dumps(metrics, indent=2) + "\n")
+    atomic_write_json(args.metrics, metrics)
     for name, m in metrics.items():
         print(f"judge {name}: held-out accuracy {m['heldout']['accuracy']:.3f} {m['heldout']['per_class']}")
     return 0

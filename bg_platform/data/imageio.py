@@ -167,6 +167,13 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         raise
 
 
+def atomic_write_json(path: str | Path, obj) -> None:
+    """Metrics and reports: a reader sees the old file or the new one, never half of one."""
+    import json
+
+    atomic_write_bytes(path, (json.dumps(obj, indent=2) + "\n").encode())
+
+
 def encode_png(array: np.ndarray) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(array)).save(buf, format="PNG", optimize=False, compress_level=6)

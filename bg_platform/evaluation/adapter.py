@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import numpy as np
 import torch
 
 from bg_platform.config import EvaluateAdapterConfig, GateConfig, JudgeConfig
+from bg_platform.data.imageio import atomic_write_json
 from bg_platform.errors import BgError, DataError
 from bg_platform.evaluation.judge import Judge, accuracy_report, train_judge
 from bg_platform.evaluation.judges import NO_BRAND
@@ -170,9 +170,7 @@ def evaluate_adapter(
             labels.append(c + ("" if c in own else " (other)"))
         save_grid(out / "samples.png", rows, row_labels=labels, col_labels=["base", f"+{brand}"] * cols, tile=96)
     if metrics_path:
-        p = Path(metrics_path)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_text(json.dumps(metrics, indent=2) + "\n")
+        atomic_write_json(metrics_path, metrics)
     return metrics
 
 

@@ -14,7 +14,6 @@ product + seed) and a per-category fidelity plot.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
@@ -23,6 +22,7 @@ import numpy as np
 import torch
 
 from bg_platform.config import EvaluateBaseConfig
+from bg_platform.data.imageio import atomic_write_json
 from bg_platform.evaluation.judge import Judge, accuracy_report
 from bg_platform.evaluation.metrics import edge_bleed, frechet_distance, product_preservation
 from bg_platform.grids import save_grid
@@ -164,9 +164,7 @@ def evaluate_base(
               col_labels=[f"seed {j}" for j in range(cols)], tile=96)
     _plot_fidelity(fidelity["per_class"], real["per_class"], out_dir / "fidelity.png")
     if metrics_path:
-        p = Path(metrics_path)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_text(json.dumps(metrics, indent=2) + "\n")
+        atomic_write_json(metrics_path, metrics)
     return metrics
 
 
