@@ -15,6 +15,7 @@ the root conftest, and `tests` is not an importable package).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -36,6 +37,18 @@ DAGS = ROOT / "dags"
 def _env() -> dict[str, str]:
     return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
             "DVC_NO_ANALYTICS": "1", "GX_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1"}  # fmt: skip
+
+
+@contextlib.contextmanager
+def _environ(values: dict[str, str | None]) -> Iterator[None]:
+    """Set (or, for None, unset) environment variables; the old values come back on exit."""
+    with pytest.MonkeyPatch.context() as mp:
+        for k, v in values.items():
+            if v is None:
+                mp.delenv(k, raising=False)
+            else:
+                mp.setenv(k, v)
+        yield
 
 
 def _run(cwd: Path, *args: str, timeout: float = 1200) -> subprocess.CompletedProcess:
@@ -67,19 +80,11 @@ def airflow_home(tmp_path_factory) -> Iterator[AirflowHome]:
         "BGP_DAG_RETRIES": "0",  # pitfall 2: dag.test() waits out every retry_delay
         "BGP_DAG_RETRY_DELAY_S": "1",
     }
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    _run(ROOT, sys.executable, "-m", "airflow", "db", "migrate", timeout=300)
-    if "airflow" in sys.modules:
-        _reconfigure_airflow(env)  # an earlier test imported it with other settings
-    try:
+    with _environ(env):
+        _run(ROOT, sys.executable, "-m", "airflow", "db", "migrate", timeout=300)
+        if "airflow" in sys.modules:
+            _reconfigure_airflow(env)  # an earlier test imported it with other settings
         yield AirflowHome(home, DAGS)
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def _reconfigure_airflow(env: dict[str, str]) -> None:
@@ -161,20 +166,10 @@ def bg_repo(tmp_path_factory, request) -> Iterator[BgRepo]:
     meta = json.loads((repo / "models" / "base" / "bg_platform.json").read_text())
     # Session-wide (the base is trained once): set only what the DAGs read and *unset* the
     # overrides, so later test modules' `bgp` subprocesses see an ordinary environment.
-    env = {"BGP_REPO": str(repo), "BGP_RUNS_DIR": str(repo / "runs" / "orchestration")}
-    unset = ("BGP_PARAMS", "BGP_PROFILES", "BGP_BRAND_DATA_DIR")
-    old = {k: os.environ.get(k) for k in (*env, *unset)}
-    os.environ.update(env)
-    for k in unset:
-        os.environ.pop(k, None)
-    try:
+    env = {"BGP_REPO": str(repo), "BGP_RUNS_DIR": str(repo / "runs" / "orchestration"),
+           "BGP_PARAMS": None, "BGP_PROFILES": None, "BGP_BRAND_DATA_DIR": None}  # fmt: skip
+    with _environ(env):
         yield BgRepo(repo, repo / "registry", repo / "models" / "base", tuple(meta["categories"]), meta["fingerprint"])
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 # =============================================================================================
@@ -194,17 +189,11 @@ def onboard_service(bg_repo, tmp_path_factory):
     bg_repo.registry.mkdir(exist_ok=True)
     server = start_bento_server("bentos.bg_service.service:BgService", home, str(bg_repo.registry),
                                 home / "server.log")  # fmt: skip
-    old = {k: os.environ.get(k) for k in ("BGP_SERVICE_URL", "BGP_ADMIN_TOKEN")}
-    os.environ.update(BGP_SERVICE_URL=server.url, BGP_ADMIN_TOKEN=server.token)
     try:
-        yield server
+        with _environ({"BGP_SERVICE_URL": server.url, "BGP_ADMIN_TOKEN": server.token}):
+            yield server
     finally:
         stop_server(server.process)
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 # =============================================================================================
@@ -269,16 +258,8 @@ def ls_brand(labelstudio, bg_repo, tmp_path_factory) -> Callable[..., LsBrand]:
 @pytest.fixture(scope="module")
 def ls_env(labelstudio) -> Iterator[None]:
     """BGP_LS_URL / BGP_LS_TOKEN of the test server, for the DAG's tasks."""
-    old = {k: os.environ.get(k) for k in ("BGP_LS_URL", "BGP_LS_TOKEN")}
-    os.environ.update(BGP_LS_URL=labelstudio.url, BGP_LS_TOKEN=labelstudio.token)
-    try:
+    with _environ({"BGP_LS_URL": labelstudio.url, "BGP_LS_TOKEN": labelstudio.token}):
         yield
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def wait_for(pred: Callable[[], bool], timeout: float, what: str) -> None:
