@@ -259,6 +259,14 @@ def save(components: Components, path: str | Path) -> str:
     try:
         components.unet.save_pretrained(tmp / "unet", safe_serialization=True)
         components.text_encoder.save_pretrained(tmp / "text_encoder", safe_serialization=True)
+        backend = getattr(components.tokenizer, "backend_tokenizer", None)
+        if backend is not None:
+            # A fast tokenizer keeps the last call's truncation/padding and would write it into
+            # tokenizer.json: the same weights would get another fingerprint (and their adapters be
+            # refused) depending on whether the tokenizer had been used. transformers re-applies
+            # both on every call, so clearing them changes nothing but the file.
+            backend.no_truncation()
+            backend.no_padding()
         components.tokenizer.save_pretrained(tmp / "tokenizer")
         components.codec.save_pretrained(tmp / "vae", safe_serialization=True)
         components.noise_scheduler.save_pretrained(tmp / "scheduler")

@@ -57,6 +57,16 @@ def _sample(dataset):
     return read_image(dataset / rec.image).rgb, read_mask(dataset / rec["mask"])
 
 
+def test_fingerprint_depends_on_weights_not_on_tokenizer_use(tiny_components_factory, tmp_path):
+    c = tiny_components_factory()
+    before = save(c, tmp_path / "a")
+    c.tokenizer(["marble background"], padding="max_length", truncation=True, max_length=c.tokenizer.model_max_length)
+    assert save(c, tmp_path / "b") == before
+    with torch.no_grad():
+        next(c.unet.parameters()).add_(1.0)
+    assert save(c, tmp_path / "c") != before
+
+
 def test_real_sd_inpainting_layout_loads_through_the_same_loader(tmp_path, tiny_dataset):
     """Save tiny random SD-inpainting components in diffusers format (9-channel UNet,
     AutoencoderKL, CLIP) and load them back: identifier tokens are added, generation works."""
