@@ -32,9 +32,11 @@ class BaseResult:
     resumed_from: int
 
     def __str__(self) -> str:
+        head = f"base model -> {self.out_dir} (fingerprint {self.fingerprint[:12]}), "
+        if self.resumed_from >= self.steps:
+            return head + f"already trained ({self.steps} steps in its checkpoint); saved again"
         return (
-            f"base model -> {self.out_dir} (fingerprint {self.fingerprint[:12]}), {self.steps} steps in "
-            f"{self.seconds / 60:.1f} min, final loss {self.final_loss:.4f}"
+            head + f"{self.steps} steps in {self.seconds / 60:.1f} min, final loss {self.final_loss:.4f}"
             + (f", resumed from step {self.resumed_from}" if self.resumed_from else "")
         )
 
