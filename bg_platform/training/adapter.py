@@ -80,6 +80,9 @@ def train_adapter(
     t0 = time.perf_counter()
     comps = load(base_dir)
     data = references(dataset_dir, brand, cfg, comps.meta.resolution)
+    from accelerate.utils import set_seed
+
+    set_seed(cfg.loop.seed)  # the LoRA's gaussian init draws from the global RNG: unseeded, two runs differ
     add_training_lora(comps.unet, cfg.rank, float(cfg.rank), name="brand", init="gaussian", targets=cfg.targets)
     groups = [{"params": [p for p in comps.unet.parameters() if p.requires_grad]}]
     token = None

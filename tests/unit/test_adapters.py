@@ -156,6 +156,22 @@ def test_train_evaluate_publish_an_adapter(trained, tiny_dataset, tmp_path, monk
     assert dep2.promoted and reg.resolve("aurora", "production").metadata.version == dep2.version
 
 
+def test_adapter_training_is_reproducible(trained, tiny_dataset, tmp_path, monkeypatch):
+    """Same params, same data, same base: bit-identical adapters (the LoRA init is seeded too)."""
+    import torch
+
+    from bg_platform.training.adapter import train_adapter
+
+    root, base, params = trained
+    monkeypatch.chdir(tmp_path)
+    train_adapter(params, "aurora", tiny_dataset, base, tmp_path / "a1", resume=False, progress=False)
+    torch.rand(7)  # whatever the process drew before must not matter
+    train_adapter(params, "aurora", tiny_dataset, base, tmp_path / "a2", resume=False, progress=False)
+    _, t1 = load_adapter(tmp_path / "a1")
+    _, t2 = load_adapter(tmp_path / "a2")
+    assert t1.keys() == t2.keys() and all(torch.equal(t1[k], t2[k]) for k in t1)
+
+
 def test_too_few_references_is_a_clear_error(trained, tiny_dataset, tmp_path):
     import dataclasses
 
